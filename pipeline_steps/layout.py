@@ -1,0 +1,81 @@
+"""Where every artifact lives. Snakemake rules, dvc.yaml and the steps all use these paths.
+
+Functions accept plain values or Snakemake wildcard strings (``"{fold}"``), so the rules can
+build their patterns from the same definitions the steps write to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one dataset's results under ``results_dir``."""
+
+    results_dir: str | Path
+    dataset: str
+
+    @property
+    def root(self) -> Path:
+        return Path(self.results_dir) / self.dataset
+
+    @property
+    def index(self) -> Path:
+        """Samples table with subjects, labels, folds and per-fold splits."""
+        return self.root / "index.parquet"
+
+    @property
+    def qc_report(self) -> Path:
+        return self.root / "qc_report.json"
+
+    @property
+    def parent_run(self) -> Path:
+        """MLflow parent run of the current pipeline run (created before jobs fan out)."""
+        return self.root / "mlflow_parent_run.json"
+
+    def video_shard(self, shard: int | str) -> Path:
+        return self.root / "features" / f"video-{shard}.parquet"
+
+    def physio_shard(self, modality: str) -> Path:
+        return self.root / "features" / f"{modality}.parquet"
+
+    def fold_dir(self, fold: int | str) -> Path:
+        return self.root / f"fold{fold}"
+
+    def teacher(self, fold: int | str, modality: str) -> Path:
+        return self.fold_dir(fold) / "teachers" / f"{modality}.pt"
+
+    def embeddings(self, fold: int | str, modality: str) -> Path:
+        """Frozen modality-teacher embeddings of every sample of the fold."""
+        return self.fold_dir(fold) / "embeddings" / f"{modality}.pt"
+
+    def fusion_teacher(self, fold: int | str) -> Path:
+        return self.fold_dir(fold) / "teachers" / "fusion.pt"
+
+    def teacher_pool(self, fold: int | str) -> Path:
+        return self.fold_dir(fold) / "teachers" / "pool.pt"
+
+    def student(self, fold: int | str, method: str) -> Path:
+        return self.fold_dir(fold) / "students" / f"{method}.pt"
+
+    def evaluation(self, fold: int | str, method: str) -> Path:
+        return self.fold_dir(fold) / "eval" / f"{method}.json"
+
+    def metrics(self, fold: int | str, stage: str, name: str) -> Path:
+        """Small metrics JSON that DVC reads (cache: false)."""
+        return self.fold_dir(fold) / "metrics" / f"{stage}-{name}.json"
+
+    @property
+    def report_csv(self) -> Path:
+        return self.root / "report.csv"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+
+def layout_for(params: dict, dataset: str) -> Layout:
+    """The layout for ``dataset`` under the run's results directory."""
+    return Layout(params["run"]["results_dir"], dataset)
