@@ -30,6 +30,7 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
         tmp = Path(name)
     try:
         yield tmp
+        _umask_mode(tmp, 0o777 if is_dir else 0o666)
         if is_dir and final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -39,6 +40,14 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask_mode(path: Path, base: int) -> None:
+    """mkstemp/mkdtemp create private (0600/0700) entries; give the usual umask-based mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    if path.exists():
+        os.chmod(path, base & ~umask)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -27,6 +27,11 @@ class Layout:
         return self.root / "index.parquet"
 
     @property
+    def demo_manifest(self) -> Path:
+        """Written by make_demo_data: which demo dataset (root, params) is on disk."""
+        return self.root / "demo_data.json"
+
+    @property
     def qc_report(self) -> Path:
         return self.root / "qc_report.json"
 
@@ -56,6 +61,10 @@ class Layout:
 
     def teacher_pool(self, fold: int | str) -> Path:
         return self.fold_dir(fold) / "teachers" / "pool.pt"
+
+    def pool_outputs(self, fold: int | str) -> Path:
+        """Cached teacher-pool outputs for the fold's train and val samples (student input)."""
+        return self.fold_dir(fold) / "teachers" / "pool_outputs.pt"
 
     def student(self, fold: int | str, method: str) -> Path:
         return self.fold_dir(fold) / "students" / f"{method}.pt"

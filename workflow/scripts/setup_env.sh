@@ -28,4 +28,5 @@ if not v.startswith("2.13.0"):
 print(f"[setup] torch {v} ok")
 PY
 "$VENV/bin/python" -m pip check
+"$VENV/bin/python" -m pipeline_steps.face_model  # BlazeFace model, so compute nodes need no network
 echo "$want" > "$stamp"

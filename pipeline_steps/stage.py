@@ -1,0 +1,80 @@
+"""What every training/evaluation step sets up: params, dataset, fold, seed, device, index."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from pipeline_steps.config import dataset_params, load_params, step_parser
+from pipeline_steps.fold_data import Splits, load_index
+from pipeline_steps.layout import Layout, layout_for
+from pipeline_steps.runtime import resolve_device, seed_everything, set_threads
+
+
+@dataclass
+class StageContext:
+    params: dict
+    dataset: str
+    ds: dict
+    layout: Layout
+    fold: int
+    device: torch.device
+    generator: torch.Generator
+    index: pd.DataFrame
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.ds["modalities"])
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.ds["classes"])
+
+    def splits(self) -> Splits:
+        return Splits.of(self.index, self.fold)
+
+
+def fold_parser(description: str) -> argparse.ArgumentParser:
+    parser = step_parser(description)
+    parser.add_argument("--fold", type=int, required=True, help="fold number (0-based)")
+    return parser
+
+
+def stage_context(args: argparse.Namespace, salt: str = "") -> StageContext:
+    """Load and validate params, seed everything (seed + fold + stage salt), read the index."""
+    params = load_params(args.params)
+    ds = dataset_params(params, args.dataset)
+    if ds["task"] != "classification":
+        raise NotImplementedError("regression (Aff-Wild2) training is not wired yet")
+    n_folds = params["index_dataset"]["n_folds"]
+    if not 0 <= args.fold < n_folds:
+        raise SystemExit(f"--fold {args.fold} is outside 0..{n_folds - 1} (index_dataset.n_folds)")
+    set_threads()
+    seed = params["run"]["seed"] * 1000 + args.fold + sum(map(ord, salt))
+    generator = seed_everything(seed)
+    layout = layout_for(params, args.dataset)
+    return StageContext(
+        params=params,
+        dataset=args.dataset,
+        ds=ds,
+        layout=layout,
+        fold=args.fold,
+        device=resolve_device(params["run"]["device"]),
+        generator=generator,
+        index=load_index(layout),
+    )
+
+
+def record_result(run, ctx: StageContext, stage: str, name: str, result) -> dict:  # noqa: ANN001
+    """Log the selected epoch's validation metrics and write the stage's metrics JSON."""
+    from pipeline_steps.atomic import write_json
+
+    summary = {"best_epoch": result.best_epoch, **result.best_val}
+    run.log_metrics({f"best_{k}": v for k, v in result.best_val.items()})
+    path = ctx.layout.metrics(ctx.fold, stage, name)
+    write_json(path, summary)
+    run.log_artifact(path)
+    return summary

@@ -1,0 +1,87 @@
+"""Train the multimodal (joint) teacher on the frozen modality embeddings of one fold."""
+
+from __future__ import annotations
+
+import torch
+from models.losses import task_loss
+
+from models.freeze import freeze
+from models.fusion import build_fusion
+from pipeline_steps.fold_data import labels, modality_embeddings
+from pipeline_steps.metrics import classification_metrics
+from pipeline_steps.stage import StageContext, fold_parser, record_result, stage_context
+from pipeline_steps.tracking import stage_run
+from pipeline_steps.trainer import fit, save_checkpoint
+
+STAGE = "train_fusion_teacher"
+
+
+def fold_inputs(ctx: StageContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_train (N,M,D), y_train, x_val, y_val) from the frozen modality embeddings."""
+    splits = ctx.splits()
+    x_train = modality_embeddings(ctx.layout, ctx.fold, ctx.modalities, splits.train)
+    x_val = modality_embeddings(ctx.layout, ctx.fold, ctx.modalities, splits.val)
+    return x_train, labels(ctx.index, splits.train), x_val, labels(ctx.index, splits.val)
+
+
+def make_fusion(ctx: StageContext, embed_dim: int) -> torch.nn.Module:
+    name = ctx.params[STAGE]["fusion"]
+    return build_fusion(name, len(ctx.modalities), embed_dim, ctx.n_outputs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = fold_parser(__doc__).parse_args(argv)
+    ctx = stage_context(args, salt=STAGE)
+    cfg = ctx.params[STAGE]
+    task = ctx.ds["task"]
+    x_train, y_train, x_val, y_val = fold_inputs(ctx)
+    embed_dim = x_train.shape[-1]
+    model = make_fusion(ctx, embed_dim).to(ctx.device)
+    optim = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+    def train_step(idx: torch.Tensor) -> dict[str, float]:
+        pred, _ = model(x_train[idx].to(ctx.device))
+        loss = task_loss(pred, y_train[idx].to(ctx.device), task)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        return {"loss": float(loss)}
+
+    def validate() -> dict[str, float]:
+        pred, _ = model(x_val.to(ctx.device))
+        pred = pred.cpu()
+        m = classification_metrics(y_val.numpy(), pred.argmax(1).numpy(), ctx.n_outputs)
+        return {"val_loss": float(task_loss(pred, y_val, task)), "val_accuracy": m["accuracy"]}
+
+    with stage_run(ctx.params, ctx.dataset, ctx.layout, STAGE, fold=ctx.fold) as run:
+        run.log_params(cfg)
+        result = fit(
+            model,
+            n_train=len(x_train),
+            batch_size=cfg["batch_size"],
+            epochs=cfg["epochs"],
+            patience=cfg["patience"],
+            generator=ctx.generator,
+            train_step=train_step,
+            validate=validate,
+            score_key="val_accuracy",
+            run=run,
+        )
+        freeze(model)
+        save_checkpoint(
+            ctx.layout.fusion_teacher(ctx.fold),
+            {
+                "state_dict": model.cpu().state_dict(),
+                "fusion": cfg["fusion"],
+                "modalities": ctx.modalities,
+                "embed_dim": embed_dim,
+                "n_outputs": ctx.n_outputs,
+                "best_epoch": result.best_epoch,
+            },
+        )
+        summary = record_result(run, ctx, STAGE, "fusion", result)
+    print(f"[{STAGE}] {ctx.dataset} fold {ctx.fold}: {summary}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Train one modality's teacher (encoder + head) on one fold, then write its frozen
+embeddings of every sample of the fold (the input of the fusion teacher and the student)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from models.losses import task_loss
+
+from models.encoders import ModalityTeacher, build_encoder, frames_to_tensor
+from models.freeze import freeze
+from pipeline_steps.fold_data import VIDEO, Normaliser, labels, modality_array
+from pipeline_steps.metrics import classification_metrics
+from pipeline_steps.stage import fold_parser, record_result, stage_context
+from pipeline_steps.tracking import stage_run
+from pipeline_steps.trainer import eval_batches, fit, save_checkpoint
+
+STAGE = "train_modality_teacher"
+
+
+class ModalityInput:
+    """Turns stored arrays into encoder inputs (video frames, or normalised signals)."""
+
+    def __init__(self, modality: str, normaliser: Normaliser | None) -> None:
+        self.modality = modality
+        self.normaliser = normaliser
+
+    def __call__(self, array: np.ndarray) -> torch.Tensor:
+        if self.modality == VIDEO:
+            return frames_to_tensor(torch.from_numpy(np.ascontiguousarray(array)))
+        return torch.from_numpy(self.normaliser(array))
+
+
+def build_teacher(modality: str, in_channels: int, cfg: dict, n_outputs: int) -> ModalityTeacher:
+    kind = "video" if modality == VIDEO else "audio" if modality == "audio" else "signal"
+    encoder = build_encoder(kind, cfg["embed_dim"], cfg["width"], in_channels)
+    return ModalityTeacher(encoder, cfg["embed_dim"], n_outputs)
+
+
+@torch.no_grad()
+def predict(model, to_input, array: np.ndarray, batch_size: int, device) -> tuple:
+    """(predictions, embeddings) for every row of ``array``, in order, in eval mode."""
+    model.eval()
+    preds, embs = [], []
+    for sl in eval_batches(len(array), batch_size):
+        pred, emb = model(to_input(array[sl]).to(device))
+        preds.append(pred.cpu())
+        embs.append(emb.cpu())
+    return torch.cat(preds), torch.cat(embs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = fold_parser(__doc__)
+    parser.add_argument("--modality", required=True)
+    args = parser.parse_args(argv)
+    ctx = stage_context(args, salt=f"{STAGE}-{args.modality}")
+    if args.modality not in ctx.modalities:
+        raise SystemExit(f"modality {args.modality!r} not in datasets.{ctx.dataset}.modalities")
+    cfg = ctx.params[STAGE]
+    splits = ctx.splits()
+    x_train = modality_array(ctx.params, ctx.layout, args.modality, splits.train)
+    x_val = modality_array(ctx.params, ctx.layout, args.modality, splits.val)
+    y_train, y_val = labels(ctx.index, splits.train), labels(ctx.index, splits.val)
+    normaliser = None if args.modality == VIDEO else Normaliser.fit(x_train)
+    to_input = ModalityInput(args.modality, normaliser)
+    in_channels = 3 if args.modality == VIDEO else x_train.shape[1]
+    model = build_teacher(args.modality, in_channels, cfg, ctx.n_outputs).to(ctx.device)
+    optim = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    task = ctx.ds["task"]
+
+    def train_step(idx: torch.Tensor) -> dict[str, float]:
+        pred, _ = model(to_input(x_train[idx.numpy()]).to(ctx.device))
+        loss = task_loss(pred, y_train[idx].to(ctx.device), task)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        return {"loss": float(loss)}
+
+    def validate() -> dict[str, float]:
+        pred, _ = predict(model, to_input, x_val, cfg["batch_size"], ctx.device)
+        m = classification_metrics(y_val.numpy(), pred.argmax(1).numpy(), ctx.n_outputs)
+        return {"val_loss": float(task_loss(pred, y_val, task)), "val_accuracy": m["accuracy"]}
+
+    with stage_run(
+        ctx.params, ctx.dataset, ctx.layout, STAGE, modality=args.modality, fold=ctx.fold
+    ) as run:
+        run.log_params(cfg)
+        result = fit(
+            model,
+            n_train=len(splits.train),
+            batch_size=cfg["batch_size"],
+            epochs=cfg["epochs"],
+            patience=cfg["patience"],
+            generator=ctx.generator,
+            train_step=train_step,
+            validate=validate,
+            score_key="val_accuracy",
+            run=run,
+        )
+        freeze(model)
+        save_checkpoint(
+            ctx.layout.teacher(ctx.fold, args.modality),
+            {
+                "state_dict": model.cpu().state_dict(),
+                "modality": args.modality,
+                "in_channels": in_channels,
+                "embed_dim": cfg["embed_dim"],
+                "width": cfg["width"],
+                "n_outputs": ctx.n_outputs,
+                "normaliser": normaliser.state() if normaliser else None,
+                "best_epoch": result.best_epoch,
+            },
+        )
+        ids = ctx.index["sample_id"].tolist()
+        _, emb = predict(
+            model,
+            to_input,
+            modality_array(ctx.params, ctx.layout, args.modality, ids),
+            cfg["batch_size"],
+            "cpu",
+        )
+        save_checkpoint(
+            ctx.layout.embeddings(ctx.fold, args.modality),
+            {
+                "sample_ids": ids,
+                "embeddings": emb,
+                "split": ctx.index[f"split_{ctx.fold}"].tolist(),
+            },
+        )
+        summary = record_result(run, ctx, STAGE, args.modality, result)
+    print(f"[{STAGE}] {ctx.dataset} fold {ctx.fold} {args.modality}: {summary}")
+
+
+if __name__ == "__main__":
+    main()

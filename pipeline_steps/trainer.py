@@ -1,0 +1,104 @@
+"""The epoch loop shared by every training stage: shuffled batches, validation-only model
+selection with early stopping, per-epoch metrics to MLflow, atomic checkpoints."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline_steps.atomic import atomic_path
+from pipeline_steps.tracking import StageRun
+
+StepFn = Callable[[torch.Tensor], dict[str, float]]
+ValFn = Callable[[], dict[str, float]]
+
+
+def train_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """A seeded permutation cut into batches; a last batch of one sample joins the previous one
+    (structural losses need >= 2 samples). Evaluation never uses this: it keeps every sample."""
+    order = torch.randperm(n, generator=generator)
+    chunks = list(torch.split(order, batch_size))
+    if len(chunks) > 1 and len(chunks[-1]) < 2:
+        last = chunks.pop()
+        chunks[-1] = torch.cat([chunks[-1], last])
+    yield from chunks
+
+
+def eval_batches(n: int, batch_size: int) -> Iterator[slice]:
+    """Consecutive slices covering all ``n`` samples (no drop_last)."""
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+@dataclass
+class FitResult:
+    best_state: dict
+    best_epoch: int
+    best_val: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def fit(
+    model: nn.Module,
+    *,
+    n_train: int,
+    batch_size: int,
+    epochs: int,
+    patience: int,
+    generator: torch.Generator,
+    train_step: StepFn,
+    validate: ValFn,
+    score_key: str,
+    run: StageRun | None = None,
+) -> FitResult:
+    """Train for up to ``epochs``; keep the state with the best validation ``score_key``
+    (higher is better; ties go to the lower ``val_loss``)."""
+    best: tuple[float, float] | None = None
+    result = FitResult({}, -1, {})
+    stale = 0
+    for epoch in range(epochs):
+        model.train()
+        sums: dict[str, float] = {}
+        count = 0
+        for idx in train_batches(n_train, batch_size, generator):
+            logs = train_step(idx)
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v * len(idx)
+            count += len(idx)
+        model.eval()
+        with torch.no_grad():
+            val = validate()
+        row = {f"train_{k}": v / count for k, v in sums.items()} | val
+        result.history.append(row)
+        if run is not None:
+            run.log_metrics(row, step=epoch)
+        key = (val[score_key], -val.get("val_loss", 0.0))
+        if best is None or key > best:
+            best, stale = key, 0
+            result.best_state = copy.deepcopy(model.state_dict())
+            result.best_epoch, result.best_val = epoch, dict(val)
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    model.load_state_dict(result.best_state)
+    model.eval()
+    return result
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    """torch.save to a temporary name, then rename (never a half-written checkpoint)."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: checkpoint not found; run the stage that writes it")
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,111 @@
+# Shared helpers: validated config, paths (pipeline_steps.layout), input functions.
+import hashlib
+from pathlib import Path
+
+import yaml
+
+from pipeline_steps.config import validate_params
+from pipeline_steps.layout import Layout
+
+config.update(
+    validate_params(config, source="Snakemake config (params.yaml + --config)")
+)
+
+PHYSIO = ("eda", "ecg", "emg")
+ENV = "../../environment.yml"
+L = Layout(config["run"]["results_dir"], "{dataset}")
+N_SHARDS = config["crop_faces"]["n_shards"]
+N_FOLDS = config["index_dataset"]["n_folds"]
+METHODS = config["train_student"]["methods"]
+
+
+def effective_params_file() -> str:
+    """The validated config (params.yaml plus any --config) as the file every step reads."""
+    text = yaml.safe_dump(dict(config), sort_keys=True)
+    path = (
+        Path(".snakemake/mtpkdot")
+        / f"params-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
+    )
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return str(path)
+
+
+PARAMS_FILE = effective_params_file()
+
+
+wildcard_constraints:
+    dataset="|".join(config["datasets"]),
+    fold=r"\d+",
+    shard=r"\d+",
+    modality="|".join(("video", "audio") + PHYSIO),
+    physio="|".join(PHYSIO),
+    method="|".join(("visual_only", "pkd", "pkdot", "mtpkdot")),
+
+
+def dataset_cfg(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def get_dataset_source(wildcards):
+    """Demo datasets come from make_demo_data; a user's dataset is read from its root."""
+    ds = dataset_cfg(wildcards)
+    if ds["demo"]:
+        return str(L.demo_manifest).format(dataset=wildcards.dataset)
+    return str(Path(ds["root"]) / "samples.csv")
+
+
+def get_modality_features(wildcards):
+    """The feature shards a modality teacher reads."""
+    if wildcards.modality == "video":
+        return [
+            str(L.video_shard(i)).format(dataset=wildcards.dataset)
+            for i in range(N_SHARDS)
+        ]
+    return str(L.physio_shard(wildcards.modality)).format(dataset=wildcards.dataset)
+
+
+def get_fold_embeddings(wildcards):
+    """Frozen embeddings of every modality of the dataset for one fold."""
+    return [
+        str(L.embeddings("{fold}", m)).format(
+            dataset=wildcards.dataset, fold=wildcards.fold
+        )
+        for m in dataset_cfg(wildcards)["modalities"]
+    ]
+
+
+def get_student_teacher_inputs(wildcards):
+    """visual_only needs no teacher; the other methods read the pool cache."""
+    if wildcards.method == "visual_only":
+        return []
+    return str(L.pool_outputs("{fold}")).format(
+        dataset=wildcards.dataset, fold=wildcards.fold
+    )
+
+
+def get_fold_evaluations(wildcards):
+    return expand(
+        str(L.evaluation("{fold}", "{method}")),
+        dataset=wildcards.dataset,
+        fold=range(N_FOLDS),
+        method=METHODS,
+    )
+
+
+def get_final_outputs(wildcards):
+    return [
+        str(p).format(dataset=d)
+        for d in config["run"]["datasets"]
+        for p in (L.report_csv, L.report_md)
+    ]
+
+
+onstart:
+    for d in config["run"]["datasets"]:
+        shell(
+            f"python -m pipeline_steps.open_run --params {PARAMS_FILE} --dataset {d}"
+        )

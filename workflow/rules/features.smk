@@ -1,0 +1,49 @@
+# Phase 2: per-modality features in Parquet shards (face crops scattered over shards).
+
+
+rule crop_faces:
+    input:
+        index=L.index,
+    output:
+        shard=L.video_shard("{shard}"),
+    log:
+        "logs/{dataset}/crop_faces-{shard}.log",
+    benchmark:
+        "logs/{dataset}/crop_faces-{shard}.benchmark.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        cfg=config["crop_faces"],
+        params_file=PARAMS_FILE,
+    shell:
+        "MTPKDOT_RULE=crop_faces OMP_NUM_THREADS={threads} python -m pipeline_steps.crop_faces"
+        " --params {params.params_file} --dataset {wildcards.dataset} --shard {wildcards.shard}"
+        " > {log} 2>&1"
+
+
+rule extract_physio:
+    input:
+        index=L.index,
+    output:
+        shard=L.physio_shard("{physio}"),
+    log:
+        "logs/{dataset}/extract_physio-{physio}.log",
+    benchmark:
+        "logs/{dataset}/extract_physio-{physio}.benchmark.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        cfg=config["extract_physio"],
+        params_file=PARAMS_FILE,
+    shell:
+        "MTPKDOT_RULE=extract_physio OMP_NUM_THREADS={threads} python -m pipeline_steps.extract_physio"
+        " --params {params.params_file} --dataset {wildcards.dataset} --modality {wildcards.physio}"
+        " > {log} 2>&1"
