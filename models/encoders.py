@@ -1,0 +1,201 @@
+"""Modality encoders (backbones) and the unimodal teacher wrapper.
+
+All encoders are small residual CNNs whose size comes from arguments, so a CPU demo is
+fast and real runs scale up by raising ``width`` and ``embed_dim``:
+
+- ``VideoEncoder``: R(2+1)D-style 3D CNN over face clips (B, 3, T, H, W);
+- ``SignalEncoder``: 1D CNN over physiological signals (B, C, L);
+- ``AudioEncoder``: 2D CNN over log-mel spectrograms (B, 1, n_mels, frames).
+
+Every encoder is per-sample: normalisation is GroupNorm (statistics of one sample only),
+so an output never depends on the other samples of the batch, in train or eval mode.
+Blocks are pre-activation residual blocks whose skip path carries the un-normalised
+signal, so absolute amplitude (e.g. a tonic EDA level) reaches the embedding.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ENCODER_KINDS: tuple[str, ...] = ("video", "signal", "audio")
+
+
+def frames_to_tensor(frames: Tensor) -> Tensor:
+    """uint8 clips (B, T, H, W, 3) -> float (B, 3, T, H, W) scaled to [-1, 1]."""
+    if frames.ndim != 5 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames of shape (B, T, H, W, 3), got {tuple(frames.shape)}")
+    x = frames.to(torch.float32) / 127.5 - 1.0
+    return x.permute(0, 4, 1, 2, 3).contiguous()
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    """Per-sample GroupNorm with up to 8 groups."""
+    return nn.GroupNorm(math.gcd(channels, 8), channels)
+
+
+def _conv(dims: int, cin: int, cout: int, kernel: int, stride: int | tuple[int, ...]) -> nn.Module:
+    """Plain 1D/2D conv, or a factorised (2+1)D conv for ``dims == 3``."""
+    if dims == 1:
+        return nn.Conv1d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False)
+    if dims == 2:
+        return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False)
+    st, ss = (stride, stride) if isinstance(stride, int) else (stride[0], stride[1])
+    pad = kernel // 2
+    return nn.Sequential(
+        nn.Conv3d(cin, cout, (1, kernel, kernel), (1, ss, ss), (0, pad, pad), bias=False),
+        _norm(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv3d(cout, cout, (kernel, 1, 1), (st, 1, 1), (pad, 0, 0), bias=False),
+    )
+
+
+def _shortcut(dims: int, cin: int, cout: int, stride: int | tuple[int, ...]) -> nn.Module:
+    strides = (stride,) * dims if isinstance(stride, int) else tuple(stride)
+    if cin == cout and all(s == 1 for s in strides):
+        return nn.Identity()
+    conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
+    return conv(cin, cout, 1, stride=strides, bias=False)
+
+
+class _ResBlock(nn.Module):
+    """Pre-activation residual block: (norm, relu, conv) x 2 plus an un-normalised skip."""
+
+    def __init__(
+        self, dims: int, cin: int, cout: int, kernel: int, stride: int | tuple[int, ...]
+    ) -> None:
+        super().__init__()
+        self.norm1 = _norm(cin)
+        self.conv1 = _conv(dims, cin, cout, kernel, stride)
+        self.norm2 = _norm(cout)
+        self.conv2 = _conv(dims, cout, cout, kernel, 1)
+        self.skip = _shortcut(dims, cin, cout, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv1(F.relu(self.norm1(x)))
+        h = self.conv2(F.relu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class _ResidualEncoder(nn.Module):
+    """Stem, three residual stages (width, 2 width, 4 width), global average pool, linear."""
+
+    def __init__(
+        self,
+        dims: int,
+        stem: nn.Module,
+        width: int,
+        embed_dim: int,
+        kernel: int,
+        strides: tuple[int | tuple[int, ...], ...],
+    ) -> None:
+        super().__init__()
+        if width < 1 or embed_dim < 1:
+            raise ValueError(f"width and embed_dim must be >= 1, got {width}, {embed_dim}")
+        self.stem = stem
+        chans = (width, width, 2 * width, 4 * width)
+        self.stages = nn.Sequential(
+            *(_ResBlock(dims, chans[i], chans[i + 1], kernel, strides[i]) for i in range(3))
+        )
+        self.proj = nn.Linear(4 * width, embed_dim)
+        self.embed_dim = embed_dim
+        for m in self.modules():
+            if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.stages(self.stem(x)))
+        return self.proj(h.flatten(2).mean(dim=2))
+
+
+class VideoEncoder(_ResidualEncoder):
+    """R(2+1)D-style encoder: (B, 3, T, H, W) face clips -> (B, embed_dim).
+
+    Stem: spatial 7x7 conv with stride 4, then a temporal conv (112 px -> 28 px); stages
+    at strides (1,1,1), (1,2,2), (2,2,2); global average pooling over time and space.
+    """
+
+    def __init__(self, embed_dim: int, width: int = 16, in_channels: int = 3) -> None:
+        stem = nn.Sequential(
+            nn.Conv3d(in_channels, width, (1, 7, 7), (1, 4, 4), (0, 3, 3), bias=False),
+            _norm(width),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(width, width, (3, 1, 1), 1, (1, 0, 0), bias=False),
+        )
+        super().__init__(3, stem, width, embed_dim, 3, ((1, 1, 1), (1, 2, 2), (2, 2, 2)))
+
+
+class SignalEncoder(_ResidualEncoder):
+    """1D CNN: (B, in_channels, L) signals -> (B, embed_dim); any L >= 1 (meant for L >= 32)."""
+
+    def __init__(self, embed_dim: int, width: int = 16, in_channels: int = 1) -> None:
+        stem = nn.Conv1d(in_channels, width, 7, stride=2, padding=3, bias=False)
+        super().__init__(1, stem, width, embed_dim, 5, (1, 2, 2))
+
+
+class AudioEncoder(_ResidualEncoder):
+    """2D CNN: (B, in_channels, n_mels, frames) log-mel -> (B, embed_dim)."""
+
+    def __init__(self, embed_dim: int, width: int = 16, in_channels: int = 1) -> None:
+        stem = nn.Conv2d(in_channels, width, 5, stride=2, padding=2, bias=False)
+        super().__init__(2, stem, width, embed_dim, 3, (1, 2, 2))
+
+
+def build_encoder(
+    modality_kind: str, embed_dim: int, width: int, in_channels: int = 1
+) -> nn.Module:
+    """Encoder for a modality kind ("video", "signal", "audio").
+
+    ``in_channels`` applies to "signal" and "audio"; video clips always have 3 channels.
+    """
+    if modality_kind == "video":
+        return VideoEncoder(embed_dim, width)
+    if modality_kind == "signal":
+        return SignalEncoder(embed_dim, width, in_channels)
+    if modality_kind == "audio":
+        return AudioEncoder(embed_dim, width, in_channels)
+    raise ValueError(
+        f"unknown modality kind {modality_kind!r}; allowed: {', '.join(ENCODER_KINDS)}"
+    )
+
+
+def load_pretrained(module: nn.Module, path: str | Path) -> nn.Module:
+    """Load a local state-dict file into ``module`` (strict); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights file not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
+    expected = set(module.state_dict())
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"state dict in {path} does not match {type(module).__name__}: "
+            f"missing keys {missing[:10]}, unexpected keys {unexpected[:10]}"
+        )
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"cannot load {path} into {type(module).__name__}: {err}") from err
+    return module
+
+
+class ModalityTeacher(nn.Module):
+    """Unimodal teacher: encoder + linear head. forward(x) -> (pred, embedding)."""
+
+    def __init__(self, encoder: nn.Module, embed_dim: int, n_outputs: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(embed_dim, n_outputs)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        emb = self.encoder(x)
+        return self.head(emb), emb

@@ -1,0 +1,275 @@
+"""Pipeline step crop_faces: sample frames of each video, detect and crop faces, write a shard.
+
+``python -m pipeline_steps.crop_faces --params params.yaml --dataset biovid --shard I``
+
+Shard I of ``crop_faces.n_shards`` takes the index rows (sorted by ``sample_id``) at positions
+``p % n_shards == I``. For each video, ``n_frames`` frames are sampled at the centres of
+``n_frames`` equal segments of ``window_s`` (frame index ``round(t * fps)``; the video is read
+sequentially and only those frames are decoded into images, which is frame-exact and, for short
+clips, about as fast as seeking). Faces are detected and cropped by
+:mod:`pipeline_steps.face_detector`; the crops go to ``layout.video_shard(I)`` (schema in
+:mod:`pipeline_steps.shards`): ``frames`` uint8 (T, size, size, 3) RGB, extra column
+``face_found_ratio``; metadata ``fps`` (rate of the stored frames, n_frames / window length),
+``source_fps`` (frame rates of the videos), ``window_s``, ``n_frames``, ``size``, ``color``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from pipeline_steps.config import ParamsError, dataset_params, load_params, step_parser
+from pipeline_steps.face_detector import ClipCrops, FaceDetector, crop_clip, detect_clip
+from pipeline_steps.layout import layout_for
+from pipeline_steps.shards import write_shard
+
+
+class VideoError(ValueError):
+    """A video cannot be used: missing, unreadable, or too short for the sampling window."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """The ``crop_faces`` parameters used per video."""
+
+    window_s: tuple[float, float]
+    n_frames: int
+    size: int
+    margin: float
+    detect_every: int
+    min_score: float
+    model_path: str
+
+    @classmethod
+    def from_params(cls, section: dict[str, Any]) -> CropSettings:
+        start, end = (float(v) for v in section["window_s"])
+        if end <= start:
+            raise ParamsError(f"crop_faces.window_s: end {end} must be after start {start}")
+        return cls(
+            window_s=(start, end),
+            n_frames=int(section["n_frames"]),
+            size=int(section["size"]),
+            margin=float(section["margin"]),
+            detect_every=int(section["detect_every"]),
+            min_score=float(section["min_score"]),
+            model_path=str(section["model_path"]),
+        )
+
+    @property
+    def sample_fps(self) -> float:
+        """Rate of the stored frames."""
+        return self.n_frames / (self.window_s[1] - self.window_s[0])
+
+
+def sample_times(window_s: tuple[float, float], n_frames: int) -> np.ndarray:
+    """Centres of ``n_frames`` equal segments of the window, seconds."""
+    start, end = window_s
+    return start + (np.arange(n_frames) + 0.5) * (end - start) / n_frames
+
+
+def frame_indices(times: np.ndarray, fps: float) -> np.ndarray:
+    """Index of the frame shown nearest each time (frame k is at k / fps)."""
+    return np.maximum(np.round(np.asarray(times) * fps), 0).astype(np.int64)
+
+
+def _read_indices(cap: cv2.VideoCapture, indices: np.ndarray) -> tuple[list[np.ndarray], int]:
+    """Decode frames sequentially up to the last index; keep those at ``indices`` (RGB).
+
+    Returns the kept frames in index order and the number of frames decoded.
+    """
+    wanted = set(indices.tolist())
+    kept: dict[int, np.ndarray] = {}
+    last = int(indices.max())
+    n_read = 0
+    while n_read <= last and cap.grab():
+        if n_read in wanted:
+            ok, bgr = cap.retrieve()
+            if not ok:
+                break
+            kept[n_read] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        n_read += 1
+    return [kept[i] for i in indices.tolist() if i in kept], n_read
+
+
+def read_frames(
+    path: Path, window_s: tuple[float, float], n_frames: int
+) -> tuple[np.ndarray, float]:
+    """The sampled frames (T, H, W, 3) uint8 RGB of a video, and its frame rate."""
+    if not path.is_file():
+        raise VideoError(path, "video file not found")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise VideoError(path, "OpenCV cannot open the video (corrupt or unsupported codec)")
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+        if not math.isfinite(fps) or fps <= 0:
+            raise VideoError(path, f"the video reports no valid frame rate ({fps})")
+        indices = frame_indices(sample_times(window_s, n_frames), fps)
+        frames, n_read = _read_indices(cap, indices)
+    finally:
+        cap.release()
+    if len(frames) < n_frames:
+        raise VideoError(
+            path,
+            f"too few frames: decoded {n_read} ({n_read / fps:.2f} s at {fps:g} fps), "
+            f"window_s {list(window_s)} needs frame {int(indices.max())}",
+        )
+    return np.stack(frames), fps
+
+
+def crop_video(
+    path: Path, detector: FaceDetector, settings: CropSettings
+) -> tuple[ClipCrops, float]:
+    """Face crops of one video and the video's frame rate."""
+    frames, fps = read_frames(path, settings.window_s, settings.n_frames)
+    boxes = detect_clip(detector, frames, settings.detect_every)
+    clip = crop_clip(
+        frames,
+        boxes,
+        detect_every=settings.detect_every,
+        size=settings.size,
+        margin=settings.margin,
+    )
+    return clip, fps
+
+
+def read_index(path: Path) -> pd.DataFrame:
+    """``sample_id`` and ``video`` of the dataset index, sorted by ``sample_id``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: dataset index not found (run index_dataset first)")
+    index = pd.read_parquet(path)
+    missing = {"sample_id", "video"} - set(index.columns)
+    if missing:
+        raise ValueError(f"{path}: index lacks column(s) {sorted(missing)}")
+    index = index[["sample_id", "video"]].astype({"sample_id": str, "video": str})
+    return index.sort_values("sample_id", kind="stable").reset_index(drop=True)
+
+
+def shard_rows(index: pd.DataFrame, shard: int, n_shards: int) -> pd.DataFrame:
+    """Rows at positions ``p % n_shards == shard``."""
+    if not 0 <= shard < n_shards:
+        raise ParamsError(f"--shard {shard}: must be in 0..{n_shards - 1} (crop_faces.n_shards)")
+    return index.iloc[shard::n_shards].reset_index(drop=True)
+
+
+@dataclass
+class ShardCrops:
+    """Everything that goes into one video shard."""
+
+    sample_ids: list[str]
+    frames: np.ndarray
+    face_found_ratio: np.ndarray
+    source_fps: list[float]
+    n_centre_fallback: int
+
+
+def crop_shard(
+    rows: pd.DataFrame,
+    video_root: Path,
+    detector: FaceDetector | None,
+    settings: CropSettings,
+    on_error: Callable[[VideoError], None] | None = None,
+) -> ShardCrops:
+    """Crop every row's video (``detector`` may be None only when there are no rows).
+
+    A :class:`VideoError` is raised, unless ``on_error`` is given: then it is passed the error
+    and the sample is left out (the hook for a QC skip mode).
+    """
+    s, t = settings.size, settings.n_frames
+    frames = np.empty((len(rows), t, s, s, 3), dtype=np.uint8)
+    ratios = np.empty(len(rows), dtype=np.float32)
+    ids: list[str] = []
+    fps_seen: set[float] = set()
+    n_fallback = 0
+    every = max(1, len(rows) // 10)
+    for pos, (sample_id, video) in enumerate(zip(rows["sample_id"], rows["video"], strict=True)):
+        try:
+            clip, fps = crop_video(video_root / video, detector, settings)
+        except VideoError as err:
+            if on_error is None:
+                raise
+            on_error(err)
+            continue
+        frames[len(ids)] = clip.crops
+        ratios[len(ids)] = clip.face_found_ratio
+        ids.append(sample_id)
+        fps_seen.add(round(fps, 3))
+        n_fallback += clip.centre_fallback
+        if (pos + 1) % every == 0 and pos + 1 < len(rows):
+            print(f"[crop_faces]   {pos + 1}/{len(rows)} videos", flush=True)
+    n = len(ids)
+    return ShardCrops(ids, frames[:n], ratios[:n], sorted(fps_seen), n_fallback)
+
+
+def run(params: dict[str, Any], dataset: str, shard: int) -> Path:
+    """Crop shard ``shard`` of ``dataset`` and write its video shard; return the path."""
+    section = params["crop_faces"]
+    settings = CropSettings.from_params(section)
+    layout = layout_for(params, dataset)
+    video_root = Path(dataset_params(params, dataset)["root"])
+    rows = shard_rows(read_index(layout.index), shard, int(section["n_shards"]))
+    detector = FaceDetector(settings.model_path, settings.min_score) if len(rows) else None
+    start = time.perf_counter()
+    try:
+        result = crop_shard(rows, video_root, detector, settings)
+    finally:
+        if detector is not None:
+            detector.close()
+    out = layout.video_shard(shard)
+    write_shard(
+        out,
+        result.sample_ids,
+        result.frames,
+        array_column="frames",
+        modality="video",
+        metadata={
+            "fps": settings.sample_fps,
+            "source_fps": result.source_fps,
+            "window_s": list(settings.window_s),
+            "n_frames": settings.n_frames,
+            "size": settings.size,
+            "color": "RGB",
+        },
+        extra={"face_found_ratio": result.face_found_ratio},
+    )
+    _print_summary(dataset, shard, int(section["n_shards"]), result, time.perf_counter() - start)
+    return out
+
+
+def _print_summary(dataset: str, shard: int, n_shards: int, res: ShardCrops, secs: float) -> None:
+    n = len(res.sample_ids)
+    found = f"{float(np.mean(res.face_found_ratio)):.0%}" if n else "-"
+    print(
+        f"[crop_faces] {dataset} shard {shard}/{n_shards}: {n} videos in {secs:.1f} s "
+        f"({secs / max(n, 1):.2f} s/video), face found in {found} of detector calls, "
+        f"{res.n_centre_fallback} centre-cropped",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = step_parser("Detect and crop faces into one video shard.")
+    parser.add_argument("--shard", type=int, required=True, help="shard number, 0..n_shards-1")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    out = run(params, args.dataset, args.shard)
+    print(f"[crop_faces] wrote {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
