@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
-        return {"loss": float(loss), **terms}
+        return {"loss": loss.item(), **terms}
 
     def validate() -> dict[str, float]:
         out = pool(x_val.to(ctx.device))

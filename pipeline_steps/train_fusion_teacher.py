@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
-        return {"loss": float(loss)}
+        return {"loss": loss.item()}
 
     def validate() -> dict[str, float]:
         pred, _ = model(x_val.to(ctx.device))

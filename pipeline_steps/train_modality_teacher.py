@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
-        return {"loss": float(loss)}
+        return {"loss": loss.item()}
 
     def validate() -> dict[str, float]:
         pred, _ = predict(model, to_input, x_val, cfg["batch_size"], ctx.device)

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
-        return {"loss": float(loss), **terms}
+        return {"loss": loss.item(), **terms}
 
     def validate() -> dict[str, float]:
         pred, _ = model(f_val.to(ctx.device))

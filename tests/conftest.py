@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny demo project run end to end by Snakemake, once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline_steps.config import REPO_ROOT
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+TINY = {
+    "run": {"datasets": ["biovid"], "results_dir": "results", "seed": 0, "device": "cpu"},
+    "datasets": {
+        "biovid": {
+            "layout": "biovid",
+            "root": "data/biovid_demo",
+            "demo": True,
+            "classes": ["BL1", "PA4"],
+            "modalities": ["video", "eda", "ecg", "emg"],
+            "task": "classification",
+        }
+    },
+    "make_demo_data": {"n_subjects": 6, "samples_per_class": 3, "frame_size": 128},
+    "index_dataset": {"n_folds": 2, "n_val_subjects": 1},
+    "crop_faces": {"n_shards": 2, "n_frames": 4, "size": 48},
+    "train_modality_teacher": {"epochs": 3, "batch_size": 8, "embed_dim": 16, "width": 4},
+    "train_fusion_teacher": {"epochs": 4, "batch_size": 8},
+    "align_teacher_pool": {"epochs": 4, "batch_size": 8, "adapter_hidden": 8},
+    "train_student": {"epochs": 4, "batch_size": 8, "hidden": 16, "topk": 4},
+}
+
+
+def tiny_params() -> dict:
+    return yaml.safe_load(yaml.safe_dump(TINY))
+
+
+def write_project(root: Path, params: dict) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """Run the repo's Snakefile on ``workdir`` (its params.yaml, its own MLflow store)."""
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    cmd = [
+        "snakemake",
+        "--snakefile",
+        str(REPO_ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "params.yaml"),
+        "--cores",
+        "2",
+        *args,
+    ]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole DAG on a tiny demo dataset; returns the working directory."""
+    workdir = write_project(tmp_path_factory.mktemp("demo_run"), tiny_params())
+    out = snakemake(workdir)
+    if out.returncode != 0:
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log"))
+        )
+        pytest.fail(f"snakemake failed:\n{out.stdout[-5000:]}\n{out.stderr[-5000:]}\n{logs}")
+    return workdir

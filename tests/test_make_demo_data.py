@@ -1,0 +1,251 @@
+"""Tests of the demo dataset generator (BioVid layout)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline_steps import make_demo_data as demo
+from pipeline_steps.config import REPO_ROOT, load_params
+
+TINY = {
+    "seed": 3,
+    "n_subjects": 3,
+    "samples_per_class": 2,
+    "duration_s": 2.5,
+    "fps": 25,
+    "frame_size": 128,
+    "sampling_rate_hz": 512,
+    "face_effect": 1.0,
+    "physio_effect": 1.0,
+}
+BIO_HEADER = ["time", "gsr", "ecg", "emg_trapezius", "emg_corrugator", "emg_zygomaticus"]
+
+
+def _digests(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, by relative path."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny") / "biovid"
+    demo.generate_biovid_demo(root, dict(TINY))
+    return root
+
+
+def test_frame_and_row_counts() -> None:
+    full = {"duration_s": 5.5, "fps": 25, "sampling_rate_hz": 512}
+    assert demo.n_frames(full) == 138
+    assert demo.n_rows(full) == 2816
+    assert demo.n_frames(TINY) == 63 and demo.n_rows(TINY) == 1280
+
+
+def test_samples_csv_layout(tiny: Path) -> None:
+    text = (tiny / "samples.csv").read_text()
+    assert text.splitlines()[0] == demo.SAMPLES_HEADER
+    table = pd.read_csv(tiny / "samples.csv", sep="\t")
+    assert len(table) == 3 * 2 * 2
+    assert set(zip(table.class_id, table.class_name, strict=True)) == {(0, "BL1"), (4, "PA4")}
+    assert table.sample_id.tolist() == list(range(len(table)))
+    assert table.subject_name.nunique() == 3 and table.subject_id.nunique() == 3
+    assert table.groupby(["subject_name", "class_name"]).size().eq(2).all()
+    assert table.subject_name.str.fullmatch(r"\d{6}_[mw]_\d{2}").all()
+    expected = table.subject_name + "-" + table.class_name + "-"
+    assert all(n.startswith(e) for n, e in zip(table.sample_name, expected, strict=True))
+    assert table.sample_name.str.fullmatch(r"\d{6}_[mw]_\d{2}-(BL1|PA4)-\d{3}").all()
+    assert table.sample_name.is_unique
+
+
+def test_files_and_formats(tiny: Path) -> None:
+    table = pd.read_csv(tiny / "samples.csv", sep="\t")
+    for row in table.itertuples():
+        bio = tiny / "biosignals_filtered" / row.subject_name / f"{row.sample_name}_bio.csv"
+        video = tiny / "video" / row.subject_name / f"{row.sample_name}.mp4"
+        assert bio.is_file() and video.is_file()
+        assert bio.read_text().splitlines()[0] == "\t".join(BIO_HEADER)
+        signals = pd.read_csv(bio, sep="\t")
+        assert len(signals) == 1280
+        assert signals.time.dtype == np.int64
+        assert signals.time.iloc[0] == 0
+        assert np.allclose(np.diff(signals.time), 1e6 / 512, atol=1)
+        assert signals.time.iloc[-1] == round(1279 * 1e6 / 512)
+        assert np.isfinite(signals[BIO_HEADER[1:]].to_numpy()).all()
+    cap = cv2.VideoCapture(str(video))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)
+    cap.release()
+    frames = _frames(video)
+    assert len(frames) == 63
+    assert frames[0].shape == (128, 128, 3)
+
+
+def test_same_seed_same_bytes_other_seed_differs(tiny: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    demo.generate_biovid_demo(again, dict(TINY))
+    assert _digests(again) == _digests(tiny)
+    other = tmp_path / "other"
+    demo.generate_biovid_demo(other, {**TINY, "seed": 4})
+    ours, theirs = _digests(tiny), _digests(other)
+    assert ours["samples.csv"] != theirs["samples.csv"]
+    assert not set(ours.values()) & set(theirs.values())
+
+
+def _biosignal_table(cfg: dict) -> pd.DataFrame:
+    """Per-sample physiology summaries, simulated directly (no video)."""
+    rows = []
+    for sample in demo.plan_samples(demo.make_subjects(cfg), cfg):
+        sig = demo.simulate_biosignals(sample, cfg)
+        ecg, rate = sig["ecg"], cfg["sampling_rate_hz"]
+        peaks = [
+            i
+            for i in range(1, len(ecg) - 1)
+            if ecg[i] > 0.5 * ecg.max() and ecg[i] >= ecg[i - 1] and ecg[i] > ecg[i + 1]
+        ]
+        rows.append(
+            {
+                "pain": sample.pain,
+                "gsr": sig["gsr"].mean(),
+                "hr": 60.0 * rate / np.median(np.diff(peaks)),
+                "emg": np.sqrt(np.mean(sig["emg_trapezius"] ** 2)),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _threshold_accuracy(values: pd.Series, pain: pd.Series) -> float:
+    """Accuracy of the midpoint-of-class-means threshold."""
+    cut = 0.5 * (values[pain == 1].mean() + values[pain == 0].mean())
+    return float(((values > cut) == (pain == 1)).mean())
+
+
+def test_labels_drive_physiology_strongly() -> None:
+    cfg = {**TINY, "n_subjects": 4, "samples_per_class": 4, "seed": 11}
+    table = _biosignal_table(cfg)
+    means = table.groupby("pain").mean()
+    assert means.gsr[1.0] - means.gsr[0.0] > 1.0
+    assert means.hr[1.0] - means.hr[0.0] > 8.0
+    assert means.emg[1.0] > 2.0 * means.emg[0.0]
+    assert _threshold_accuracy(table.gsr, table.pain) >= 0.8
+    assert _threshold_accuracy(table.hr, table.pain) >= 0.75
+
+
+def test_no_physio_effect_means_no_class_difference() -> None:
+    cfg = {**TINY, "n_subjects": 4, "samples_per_class": 4, "seed": 11, "physio_effect": 0.0}
+    means = _biosignal_table(cfg).groupby("pain").mean()
+    assert abs(means.gsr[1.0] - means.gsr[0.0]) < 0.5
+    assert abs(means.hr[1.0] - means.hr[0.0]) < 5.0
+
+
+def test_face_cue_is_weak(tiny: Path) -> None:
+    table = pd.read_csv(tiny / "samples.csv", sep="\t")
+    late = {}
+    for row in table.itertuples():
+        path = tiny / "video" / row.subject_name / f"{row.sample_name}.mp4"
+        late[(row.subject_name, row.class_name)] = _frames(path)[50].astype(float)
+    subjects = table.subject_name.unique()
+    within = [np.abs(late[(s, "PA4")] - late[(s, "BL1")]).mean() for s in subjects]
+    across = [
+        np.abs(late[(a, "BL1")] - late[(b, "BL1")]).mean()
+        for i, a in enumerate(subjects)
+        for b in subjects[i + 1 :]
+    ]
+    assert max(within) < 0.5 * min(across)
+
+
+def test_pain_face_changes_only_the_upper_face() -> None:
+    face = demo.face_patch(0, 96)
+    moved = demo.pain_face(face, 1.0)
+    diff = np.abs(moved - face)
+    rows = diff.mean(axis=1)
+    assert rows[: int(0.15 * 96)].max() < 1.0 and rows[int(0.6 * 96) :].max() < 1.0
+    assert 1.0 < diff.max() < 80.0
+    assert np.array_equal(demo.pain_face(face, 0.0), face)
+
+
+def test_face_is_detectable(tiny: Path) -> None:
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    found = total = 0
+    for video in sorted((tiny / "video").rglob("*.mp4")):
+        for frame in _frames(video)[::20]:
+            total += 1
+            grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+            boxes = cascade.detectMultiScale(grey, 1.1, 4, minSize=(40, 40))
+            centred = [(x, y, w, h) for x, y, w, h in boxes if abs(x + w / 2 - 64) < 20 and w >= 50]
+            found += bool(centred)
+    assert found >= 0.8 * total
+
+
+def test_skip_when_up_to_date(tiny: Path, capsys: pytest.CaptureFixture) -> None:
+    before = {p: p.stat().st_mtime_ns for p in tiny.rglob("*")}
+    demo.generate_biovid_demo(tiny, dict(TINY))
+    assert "up to date" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in tiny.rglob("*")} == before
+
+
+def test_regenerates_on_other_settings(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    small = {**TINY, "n_subjects": 2, "samples_per_class": 1, "duration_s": 0.5}
+    demo.generate_biovid_demo(root, small)
+    first = _digests(root)
+    demo.generate_biovid_demo(root, {**small, "seed": 5})
+    assert _digests(root) != first
+    assert not list(tmp_path.glob(".demo.tmp-*"))
+
+
+def test_refuses_folder_without_marker(tmp_path: Path) -> None:
+    root = tmp_path / "real"
+    root.mkdir()
+    (root / "samples.csv").write_text("precious\n")
+    with pytest.raises(demo.DemoDataError, match="without a demo marker"):
+        demo.generate_biovid_demo(root, dict(TINY))
+    assert [p.name for p in root.iterdir()] == ["samples.csv"]
+    assert (root / "samples.csv").read_text() == "precious\n"
+
+
+def _params_file(tmp_path: Path, layout: str, root: Path) -> Path:
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["datasets"]["biovid"].update(layout=layout, root=str(root))
+    params["make_demo_data"] = {**TINY, "n_subjects": 2, "samples_per_class": 1, "duration_s": 0.5}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    load_params(path)  # the file is valid
+    return path
+
+
+def test_cli_writes_dataset_root(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "data" / "biovid_demo"
+    params = _params_file(tmp_path, "biovid", root)
+    assert demo.main(["--params", str(params), "--dataset", "biovid"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert (root / "samples.csv").is_file() and (root / demo.MARKER).is_file()
+
+
+def test_cli_refuses_unknown_layout(tmp_path: Path) -> None:
+    root = tmp_path / "affwild2"
+    with pytest.raises(demo.DemoDataError, match="no demo generator"):
+        demo.main(
+            ["--params", str(_params_file(tmp_path, "affwild2", root)), "--dataset", "biovid"]
+        )
+    assert not root.exists()

@@ -1,0 +1,99 @@
+"""End to end: Snakemake runs the whole DAG on a tiny demo; the report and MLflow runs exist."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import TINY
+
+METHODS = ["visual_only", "pkd", "pkdot", "mtpkdot"]
+pytestmark = pytest.mark.slow
+
+
+def test_report_has_a_finite_row_per_method(demo_run: Path):
+    table = pd.read_csv(demo_run / "results/biovid/report.csv")
+    assert sorted(table["method"]) == sorted(METHODS)
+    assert (table["n_folds"] == TINY["index_dataset"]["n_folds"]).all()
+    for col in ("accuracy_mean", "accuracy_std", "macro_f1_mean", "accuracy_ci_low"):
+        assert table[col].map(math.isfinite).all(), col
+    assert table["accuracy_mean"].between(0, 1).all()
+    assert "| biovid | mtpkdot |" in (demo_run / "results/biovid/report.md").read_text()
+
+
+def test_evaluation_keeps_every_test_sample(demo_run: Path):
+    index = pd.read_parquet(demo_run / "results/biovid/index.parquet")
+    for fold in range(TINY["index_dataset"]["n_folds"]):
+        n_test = int((index[f"split_{fold}"] == "test").sum())
+        for method in METHODS:
+            result = json.loads(
+                (demo_run / f"results/biovid/fold{fold}/eval/{method}.json").read_text()
+            )
+            assert result["n"] == n_test
+            preds = pd.read_csv(
+                demo_run / f"results/biovid/fold{fold}/eval/{method}.predictions.csv"
+            )
+            assert len(preds) == n_test and preds["sample_id"].is_unique
+
+
+def test_mlflow_has_parent_and_child_runs(demo_run: Path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{demo_run / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("mtpkdot-biovid")
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parent_id = json.loads((demo_run / "results/biovid/mlflow_parent_run.json").read_text())[
+        "run_id"
+    ]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+    stages = {r.data.tags["stage"] for r in children}
+    assert stages == {
+        "train_modality_teacher",
+        "train_fusion_teacher",
+        "align_teacher_pool",
+        "train_student",
+        "evaluate",
+    }
+    n_folds = TINY["index_dataset"]["n_folds"]
+    assert len(children) == n_folds * (4 + 1 + 1 + 4 + 4)
+    assert all(r.info.status == "FINISHED" for r in children)
+    student = next(
+        r
+        for r in children
+        if r.data.tags.get("method") == "mtpkdot" and r.data.tags["stage"] == "train_student"
+    )
+    for tag in ("fold", "seed", "git_commit", "method", "snakemake_rule"):
+        assert tag in student.data.tags, tag
+    history = client.get_metric_history(student.info.run_id, "train_ot")
+    assert len(history) >= 1 and all(math.isfinite(m.value) for m in history)
+    parent = client.get_run(parent_id)
+    assert "mtpkdot.accuracy_mean" in parent.data.metrics
+
+
+def test_rerun_is_a_no_op(demo_run: Path):
+    from tests.conftest import snakemake
+
+    out = snakemake(demo_run, "-n")
+    assert out.returncode == 0
+    assert "Nothing to be done" in out.stdout + out.stderr, out.stdout[-2000:]
+
+
+def test_same_params_and_seed_give_identical_metrics(demo_run: Path, monkeypatch):
+    from pipeline_steps import train_student
+
+    metrics = demo_run / "results/biovid/fold0/metrics/train_student-mtpkdot.json"
+    first = json.loads(metrics.read_text())
+    monkeypatch.chdir(demo_run)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{demo_run / 'mlflow.db'}")
+    params_file = next((demo_run / ".snakemake/mtpkdot").glob("params-*.yaml"))
+    train_student.main(
+        ["--params", str(params_file), "--dataset", "biovid", "--fold", "0", "--method", "mtpkdot"]
+    )
+    assert json.loads(metrics.read_text()) == first
+    assert os.environ["MLFLOW_TRACKING_URI"].endswith("mlflow.db")
