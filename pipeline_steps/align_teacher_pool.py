@@ -10,9 +10,9 @@ the teachers, and Snakemake/DVC rebuild it whenever the pool is retrained.
 from __future__ import annotations
 
 import torch
-from models.losses import task_loss
 
 from models.freeze import freeze
+from models.losses import task_loss
 from models.teacher_pool import TeacherPool
 from pipeline_steps.fold_data import modality_embeddings
 from pipeline_steps.metrics import classification_metrics

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from models.losses import task_loss
 
 from models.freeze import freeze
 from models.fusion import build_fusion
+from models.losses import task_loss
 from pipeline_steps.fold_data import labels, modality_embeddings
 from pipeline_steps.metrics import classification_metrics
 from pipeline_steps.stage import StageContext, fold_parser, record_result, stage_context

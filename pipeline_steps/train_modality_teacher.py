@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from models.losses import task_loss
 
 from models.encoders import ModalityTeacher, build_encoder, frames_to_tensor
 from models.freeze import freeze
+from models.losses import task_loss
 from pipeline_steps.fold_data import VIDEO, Normaliser, labels, modality_array
 from pipeline_steps.metrics import classification_metrics
 from pipeline_steps.stage import fold_parser, record_result, stage_context

@@ -10,8 +10,8 @@ selection strategy picks from the aligned pool). Teacher outputs come from the p
 from __future__ import annotations
 
 import torch
-from models.losses import LossInputs, task_loss, weighted_objective
 
+from models.losses import LossInputs, task_loss, weighted_objective
 from models.student import Student
 from models.teacher_pool import PoolOutput, select_teacher
 from pipeline_steps.fold_data import VIDEO, labels, modality_embeddings

@@ -15,11 +15,20 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV with $($PY --version)"
   "$PY" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --upgrade pip
+LOG="$VENV/setup.log"
+: > "$LOG"
+pip_install() {  # quiet on success (full log in $LOG), the log's tail on failure
+  if ! "$VENV/bin/python" -m pip install "$@" >>"$LOG" 2>&1; then
+    tail -n 40 "$LOG"
+    echo "[setup] pip install $* failed; full log: $LOG" >&2
+    exit 1
+  fi
+}
+pip_install --upgrade pip
 echo "[setup] installing torch==2.13.0 (CPU wheel) first"
-"$VENV/bin/python" -m pip install -q torch==2.13.0
-echo "[setup] installing the project and its pinned dependencies"
-"$VENV/bin/python" -m pip install -q -e ".[dev]"
+pip_install torch==2.13.0
+echo "[setup] installing the project and its pinned dependencies (log: $LOG)"
+pip_install -e ".[dev]"
 "$VENV/bin/python" - <<'PY'
 import torch, sys
 v = torch.__version__
