@@ -12,10 +12,8 @@ from __future__ import annotations
 import torch
 
 from models.freeze import freeze
-from models.losses import task_loss
 from models.teacher_pool import TeacherPool
 from pipeline_steps.fold_data import modality_embeddings
-from pipeline_steps.metrics import classification_metrics
 from pipeline_steps.stage import fold_parser, record_result, stage_context
 from pipeline_steps.tracking import stage_run
 from pipeline_steps.train_fusion_teacher import fold_inputs, make_fusion
@@ -28,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     args = fold_parser(__doc__).parse_args(argv)
     ctx = stage_context(args, salt=STAGE)
     cfg = ctx.params[STAGE]
-    task = ctx.ds["task"]
+    task = ctx.task
     x_train, y_train, x_val, y_val = fold_inputs(ctx)
     embed_dim = x_train.shape[-1]
     fusion = make_fusion(ctx, embed_dim)
@@ -47,12 +45,9 @@ def main(argv: list[str] | None = None) -> None:
         ]
     )
 
-    def loss_fn(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return task_loss(pred, target, task)
-
     def train_step(idx: torch.Tensor) -> dict[str, float]:
         loss, terms = pool.alignment_objective(
-            x_train[idx].to(ctx.device), y_train[idx].to(ctx.device), loss_fn
+            x_train[idx].to(ctx.device), y_train[idx].to(ctx.device), task.loss
         )
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -61,13 +56,10 @@ def main(argv: list[str] | None = None) -> None:
 
     def validate() -> dict[str, float]:
         out = pool(x_val.to(ctx.device))
-        row: dict[str, float] = {}
-        for name, pred in zip(out.names, out.pred.cpu(), strict=True):
-            m = classification_metrics(y_val.numpy(), pred.argmax(1).numpy(), ctx.n_outputs)
-            row[f"val_accuracy_{name}"] = m["accuracy"]
-        joint_pred = out.pred[-1].cpu()
-        row["val_accuracy"] = row["val_accuracy_joint"]
-        row["val_loss"] = float(task_loss(joint_pred, y_val, task))
+        row = task.validation_row(out.pred[-1], y_val)  # the joint teacher selects
+        for name, pred in zip(out.names, out.pred, strict=True):
+            score = task.validation_row(pred, y_val)[task.score_key]
+            row[f"{task.score_key}_{name}"] = score
         return row
 
     with stage_run(ctx.params, ctx.dataset, ctx.layout, STAGE, fold=ctx.fold) as run:
@@ -81,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
             generator=ctx.generator,
             train_step=train_step,
             validate=validate,
-            score_key="val_accuracy",
+            score_key=task.score_key,
             run=run,
         )
         freeze(pool)

@@ -2,15 +2,26 @@
 
 ``samples.csv`` is tab-separated with columns subject_id, subject_name, class_id, class_name,
 sample_id, sample_name. Videos are ``video/<subject_name>/<sample_name>.mp4``; biosignals are
-``biosignals_filtered/<subject_name>/<sample_name>_bio.csv`` (tab-separated, ``time`` in
-microseconds, 512 Hz; Part B's extra facial EMG columns are read only when configured).
+``biosignals_<filtered|raw>/<subject_name>/<sample_name>_bio.csv`` (``datasets.<name>.biosignals``;
+tab-separated, ``time`` in microseconds, 512 Hz). Only the columns named in
+``extract_physio.channels`` are read, so Part B's extra facial EMG columns (emg_corrugator,
+emg_zygomaticus) are accepted and ignored unless a modality is mapped to one of them.
+
+Options: ``datasets.<name>.classes`` keeps any subset of BL1, PA1..PA4 (label = position in the
+list: BL1 vs PA4 by default, any pair, or all five). A row with a class name outside BioVid's
+five, or a subject/sample name that would resolve outside the dataset root, is a bad sample
+(error, or skipped and recorded per ``index_dataset.on_bad_sample``, :mod:`pipeline_steps.qc`).
+An empty selection is always an error.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+from pipeline_steps.qc import QcLog
 
 CLASS_NAMES = ("BL1", "PA1", "PA2", "PA3", "PA4")
 SAMPLES_COLUMNS = (
@@ -22,6 +33,8 @@ SAMPLES_COLUMNS = (
     "sample_name",
 )
 BIOSIGNAL_FOLDER = "biosignals_filtered"
+EXPECTED_RATE_HZ = 512.0
+BIOSIGNAL_FOLDERS = {"filtered": "biosignals_filtered", "raw": "biosignals_raw"}
 
 
 class DatasetError(ValueError):
@@ -35,27 +48,51 @@ def _safe_name(value: str, what: str, source: Path) -> str:
     return value
 
 
-def read_samples(root: Path, classes: list[str]) -> pd.DataFrame:
-    """Read samples.csv, keep ``classes`` (label = position in ``classes``), add file paths."""
+def read_samples(
+    root: Path, classes: list[str], *, biosignals: str = "filtered", qc: QcLog | None = None
+) -> pd.DataFrame:
+    """Read samples.csv, keep ``classes`` (label = position in ``classes``), add file paths.
+
+    ``qc`` decides what a bad row does (default: raise); ``biosignals`` is ``filtered`` or
+    ``raw``.
+    """
+    qc = qc or QcLog("index_dataset")
+    if biosignals not in BIOSIGNAL_FOLDERS:
+        raise DatasetError(f"biosignals must be one of {sorted(BIOSIGNAL_FOLDERS)}: {biosignals!r}")
+    folder = BIOSIGNAL_FOLDERS[biosignals]
     path = Path(root) / "samples.csv"
     if not path.exists():
         raise DatasetError(f"{path}: samples.csv not found (is datasets.<name>.root right?)")
-    table = pd.read_csv(path, sep="\t", dtype=str)
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{path}: unreadable samples.csv ({err})") from err
     missing = [c for c in SAMPLES_COLUMNS if c not in table.columns]
     if missing:
         raise DatasetError(f"{path}: missing columns {missing}; found {list(table.columns)}")
-    unknown = sorted(set(table["class_name"]) - set(CLASS_NAMES))
-    if unknown:
-        raise DatasetError(f"{path}: unknown class_name {unknown}; BioVid has {CLASS_NAMES}")
+    keep = []
+    for pos, row in enumerate(table.itertuples(index=False)):
+        line = pos + 2  # header is line 1
+        try:
+            if row.class_name not in CLASS_NAMES:
+                raise DatasetError(
+                    f"{path}: line {line}: unknown class_name {row.class_name!r}; "
+                    f"BioVid has {CLASS_NAMES}"
+                )
+            for col in ("subject_name", "sample_name"):
+                _safe_name(getattr(row, col), col, path)
+        except DatasetError as err:
+            qc.bad(row.sample_name or f"line {line}", err, path)
+            continue
+        keep.append(pos)
+    table = table.iloc[keep]
     table = table[table["class_name"].isin(classes)].copy()
     if table.empty:
         raise DatasetError(f"{path}: no sample of classes {classes} left after filtering")
-    for col in ("subject_name", "sample_name"):
-        table[col] = [_safe_name(v, col, path) for v in table[col]]
     table["label"] = table["class_name"].map({c: i for i, c in enumerate(classes)}).astype("int64")
     table["video"] = "video/" + table["subject_name"] + "/" + table["sample_name"] + ".mp4"
     table["biosignals"] = (
-        f"{BIOSIGNAL_FOLDER}/" + table["subject_name"] + "/" + table["sample_name"] + "_bio.csv"
+        f"{folder}/" + table["subject_name"] + "/" + table["sample_name"] + "_bio.csv"
     )
     out = pd.DataFrame(
         {
@@ -89,3 +126,25 @@ def read_biosignals(path: Path, columns: list[str]) -> tuple[pd.Series, pd.DataF
         bad = values.columns[values.isna().any()].tolist()
         raise DatasetError(f"{path}: non-numeric or empty values in {bad}")
     return table["time"].astype("float64") / 1e6, values.astype("float64")
+
+
+def check_biosignals(
+    path: Path, columns: list[str], window_s: list[float], rate_hz: float = EXPECTED_RATE_HZ
+) -> pd.DataFrame:
+    """Read one ``*_bio.csv`` and check it covers ``window_s``: the sample rate (from ``time``),
+    the length, and each column (numeric, no NaN, not a flat line). Returns the columns."""
+    time_s, values = read_biosignals(path, columns)
+    if len(time_s) < 2:
+        raise DatasetError(f"{path}: too few rows ({len(time_s)})")
+    rate = 1.0 / float(np.median(np.diff(time_s.to_numpy())))
+    if abs(rate - rate_hz) > 1.0:
+        raise DatasetError(f"{path}: sample rate {rate:.1f} Hz, expected {rate_hz:.0f}")
+    needed = int(round(window_s[0] * rate_hz)) + int(round((window_s[1] - window_s[0]) * rate_hz))
+    if len(values) < needed:
+        raise DatasetError(
+            f"{path}: {len(values)} rows, the window {list(window_s)} s needs {needed} (truncated?)"
+        )
+    for column in columns:
+        if np.ptp(values[column].to_numpy()[:needed]) == 0:
+            raise DatasetError(f"{path}: column {column} is a flat line")
+    return values

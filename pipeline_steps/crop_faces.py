@@ -11,6 +11,20 @@ clips, about as fast as seeking). Faces are detected and cropped by
 :mod:`pipeline_steps.shards`): ``frames`` uint8 (T, size, size, 3) RGB, extra column
 ``face_found_ratio``; metadata ``fps`` (rate of the stored frames, n_frames / window length),
 ``source_fps`` (frame rates of the videos), ``window_s``, ``n_frames``, ``size``, ``color``.
+
+Aff-Wild2 windows (index with ``start_frame``/``n_frames``/``media`` columns, see
+:mod:`pipeline_steps.affwild2`): every frame of the window is kept (T = ``n_frames`` of the
+index, at the video's own rate: metadata ``fps`` is then the source rate); shards are dealt by
+media file (all windows of one video in one shard) and each video is decoded once, sequentially.
+``region`` left/right crops that half of the frame before detection (two-person videos).
+Frames from a ``cropped_aligned`` folder are read as jpgs (a missing number repeats the nearest
+earlier frame).
+
+Detection runs on every ``detect_every``-th frame of a clip; boxes in between are interpolated
+and smoothed (:mod:`pipeline_steps.face_detector`). Bad videos follow
+``index_dataset.on_bad_sample`` (:mod:`pipeline_steps.qc`): an error naming the file, or the
+sample is left out of the shard and recorded; a clip without any detected face is kept
+(centre-crop fallback) and listed as a QC warning with its ``face_found_ratio``.
 """
 
 from __future__ import annotations
@@ -18,7 +32,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +41,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from pipeline_steps.affwild2 import FRAME_TOLERANCE
 from pipeline_steps.config import ParamsError, dataset_params, load_params, step_parser
 from pipeline_steps.face_detector import ClipCrops, FaceDetector, crop_clip, detect_clip
 from pipeline_steps.layout import layout_for
+from pipeline_steps.qc import QcLog
 from pipeline_steps.shards import write_shard
 
 
@@ -147,22 +163,30 @@ def crop_video(
     return clip, fps
 
 
+WINDOW_COLUMNS = ("start_frame", "n_frames", "media", "media_kind", "region")
+
+
 def read_index(path: Path) -> pd.DataFrame:
-    """``sample_id`` and ``video`` of the dataset index, sorted by ``sample_id``."""
+    """``sample_id`` and ``video`` (plus the Aff-Wild2 window columns) sorted by ``sample_id``."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: dataset index not found (run index_dataset first)")
     index = pd.read_parquet(path)
     missing = {"sample_id", "video"} - set(index.columns)
     if missing:
         raise ValueError(f"{path}: index lacks column(s) {sorted(missing)}")
-    index = index[["sample_id", "video"]].astype({"sample_id": str, "video": str})
+    extra = [c for c in WINDOW_COLUMNS if c in index.columns]
+    index = index[["sample_id", "video", *extra]].astype({"sample_id": str, "video": str})
     return index.sort_values("sample_id", kind="stable").reset_index(drop=True)
 
 
 def shard_rows(index: pd.DataFrame, shard: int, n_shards: int) -> pd.DataFrame:
-    """Rows at positions ``p % n_shards == shard``."""
+    """Rows at positions ``p % n_shards == shard``; windows: whole media files dealt so."""
     if not 0 <= shard < n_shards:
         raise ParamsError(f"--shard {shard}: must be in 0..{n_shards - 1} (crop_faces.n_shards)")
+    if "media" in index.columns:
+        media = sorted(index["media"].unique())
+        mine = set(media[shard::n_shards])
+        return index[index["media"].isin(mine)].reset_index(drop=True)
     return index.iloc[shard::n_shards].reset_index(drop=True)
 
 
@@ -196,12 +220,15 @@ def crop_shard(
     fps_seen: set[float] = set()
     n_fallback = 0
     every = max(1, len(rows) // 10)
+    if "media" in rows.columns:
+        return crop_windows(rows, video_root, detector, settings, on_error)
     for pos, (sample_id, video) in enumerate(zip(rows["sample_id"], rows["video"], strict=True)):
         try:
             clip, fps = crop_video(video_root / video, detector, settings)
         except VideoError as err:
             if on_error is None:
                 raise
+            err.sample_id = sample_id
             on_error(err)
             continue
         frames[len(ids)] = clip.crops
@@ -215,6 +242,119 @@ def crop_shard(
     return ShardCrops(ids, frames[:n], ratios[:n], sorted(fps_seen), n_fallback)
 
 
+def _region(frame: np.ndarray, region: str) -> np.ndarray:
+    half = frame.shape[1] // 2
+    if region == "left":
+        return frame[:, :half]
+    if region == "right":
+        return frame[:, half:]
+    return frame
+
+
+def _media_frames(path: Path, kind: str, last: int) -> tuple[Iterator[np.ndarray], float]:
+    """Frames 0..last (RGB) of a video file or a cropped_aligned folder, and the frame rate."""
+    if kind == "frames":
+        if not path.is_dir():
+            raise VideoError(path, "frames folder not found")
+
+        def from_jpgs() -> Iterator[np.ndarray]:
+            held = None
+            for i in range(last + 1):
+                jpg = path / f"{i + 1:05d}.jpg"
+                img = cv2.imread(str(jpg)) if jpg.exists() else None
+                if img is not None:
+                    held = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+                if held is None:
+                    raise VideoError(jpg, "no readable frame at or before this one")
+                yield held
+
+        return from_jpgs(), 0.0
+    if not path.is_file():
+        raise VideoError(path, "video file not found")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        cap.release()
+        raise VideoError(path, "OpenCV cannot open the video (corrupt or unsupported codec)")
+    fps = float(cap.get(cv2.CAP_PROP_FPS))
+
+    def decoded() -> Iterator[np.ndarray]:
+        try:
+            held, n = None, 0
+            while n <= last and cap.grab():
+                ok, bgr = cap.retrieve()
+                if not ok:
+                    break
+                held = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                n += 1
+                yield held
+            if n <= last:
+                if held is None or last - n + 1 > FRAME_TOLERANCE:
+                    raise VideoError(path, f"decoding ended at frame {n}, frame {last} needed")
+                for _ in range(last - n + 1):  # container over-reports by a frame or two
+                    yield held
+        finally:
+            cap.release()
+
+    return decoded(), fps
+
+
+def crop_windows(
+    rows: pd.DataFrame,
+    root: Path,
+    detector: FaceDetector | None,
+    settings: CropSettings,
+    on_error: Callable[[VideoError], None] | None = None,
+) -> ShardCrops:
+    """Crop Aff-Wild2 windows: each media file decoded once, every frame of each window."""
+    sizes = rows["n_frames"].unique() if len(rows) else [settings.n_frames]
+    if len(sizes) != 1:
+        raise ValueError(f"windows of different lengths in one shard: {sorted(sizes)}")
+    t, s = int(sizes[0]), settings.size
+    crops = np.empty((len(rows), t, s, s, 3), dtype=np.uint8)
+    ratios = np.empty(len(rows), dtype=np.float32)
+    ids: list[str] = []
+    fps_seen: set[float] = set()
+    n_fallback = 0
+    for media, group in rows.groupby("media", sort=True):
+        group = group.sort_values("start_frame")
+        starts = group["start_frame"].to_numpy()
+        last = int(starts.max()) + t - 1
+        buffer: dict[int, np.ndarray] = {}
+        pending = list(group.itertuples(index=False))
+        try:
+            frames, fps = _media_frames(root / media, pending[0].media_kind, last)
+            for i, frame in enumerate(frames):
+                buffer[i] = _region(frame, pending[0].region)
+                while pending and pending[0].start_frame + t - 1 == i:
+                    row = pending.pop(0)
+                    clip = np.stack([buffer[j] for j in range(row.start_frame, i + 1)])
+                    boxes = detect_clip(detector, clip, settings.detect_every)
+                    out = crop_clip(
+                        clip,
+                        boxes,
+                        detect_every=settings.detect_every,
+                        size=s,
+                        margin=settings.margin,
+                    )
+                    crops[len(ids)] = out.crops
+                    ratios[len(ids)] = out.face_found_ratio
+                    n_fallback += out.centre_fallback
+                    ids.append(row.sample_id)
+                first_needed = pending[0].start_frame if pending else i + 1
+                for j in [j for j in buffer if j < first_needed]:
+                    del buffer[j]
+            if fps:
+                fps_seen.add(round(fps, 3))
+        except VideoError as err:
+            if on_error is None:
+                raise
+            for row in pending:
+                err.sample_id = row.sample_id
+                on_error(err)
+    n = len(ids)
+    return ShardCrops(ids, crops[:n], ratios[:n], sorted(fps_seen), n_fallback)
+
+
 def run(params: dict[str, Any], dataset: str, shard: int) -> Path:
     """Crop shard ``shard`` of ``dataset`` and write its video shard; return the path."""
     section = params["crop_faces"]
@@ -222,14 +362,27 @@ def run(params: dict[str, Any], dataset: str, shard: int) -> Path:
     layout = layout_for(params, dataset)
     video_root = Path(dataset_params(params, dataset)["root"])
     rows = shard_rows(read_index(layout.index), shard, int(section["n_shards"]))
+    qc = QcLog(f"crop_faces-{shard}", params["index_dataset"]["on_bad_sample"])
     detector = FaceDetector(settings.model_path, settings.min_score) if len(rows) else None
     start = time.perf_counter()
     try:
-        result = crop_shard(rows, video_root, detector, settings)
+        result = crop_shard(
+            rows,
+            video_root,
+            detector,
+            settings,
+            lambda err: qc.bad(getattr(err, "sample_id", "?"), err, err.path),
+        )
     finally:
         if detector is not None:
             detector.close()
+    windows = "media" in rows.columns
+    for sample_id, ratio in zip(result.sample_ids, result.face_found_ratio, strict=True):
+        if ratio == 0.0:
+            where = rows.loc[rows["sample_id"] == sample_id, "media" if windows else "video"]
+            qc.warn(sample_id, video_root / where.iloc[0], "no face found: centre crop used")
     out = layout.video_shard(shard)
+    n_frames = int(result.frames.shape[1]) if windows else settings.n_frames
     write_shard(
         out,
         result.sample_ids,
@@ -237,15 +390,16 @@ def run(params: dict[str, Any], dataset: str, shard: int) -> Path:
         array_column="frames",
         modality="video",
         metadata={
-            "fps": settings.sample_fps,
+            "fps": result.source_fps[0] if windows and result.source_fps else settings.sample_fps,
             "source_fps": result.source_fps,
-            "window_s": list(settings.window_s),
-            "n_frames": settings.n_frames,
+            "window_s": None if windows else list(settings.window_s),
+            "n_frames": n_frames,
             "size": settings.size,
             "color": "RGB",
         },
         extra={"face_found_ratio": result.face_found_ratio},
     )
+    qc.write(layout)
     _print_summary(dataset, shard, int(section["n_shards"]), result, time.perf_counter() - start)
     return out
 

@@ -32,11 +32,6 @@ def modality_array(params: dict, layout: Layout, modality: str, ids: list[str]) 
     return read_shard(layout.physio_shard(modality), ids).array
 
 
-def labels(index: pd.DataFrame, ids: list[str]) -> torch.Tensor:
-    table = index.set_index("sample_id")
-    return torch.as_tensor(table.loc[ids, "label"].to_numpy(), dtype=torch.long)
-
-
 @dataclass
 class Splits:
     """Sample ids of one fold. The test ids are only ever read by ``evaluate``."""

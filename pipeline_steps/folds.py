@@ -8,15 +8,51 @@ import pandas as pd
 SPLITS = ("train", "val", "test")
 
 
-def assign_folds(index: pd.DataFrame, n_folds: int, n_val_subjects: int, seed: int) -> pd.DataFrame:
+def _deal_subjects(index: pd.DataFrame, subjects: list[str], n_folds: int, seed: int) -> dict:
+    """Subject -> fold: stratified by class, grouped by subject, balanced in subjects.
+
+    Subjects are taken in a seeded random order; each goes to one of the folds that have the
+    fewest subjects so far, choosing among those the fold whose class distribution gets
+    closest to the overall one (a greedy stratified group k-fold). Reproducible from ``seed``.
+    """
+    stratify = "label" in index.columns
+    counts = (
+        pd.crosstab(index["subject"], index["label"]).reindex(subjects).to_numpy(dtype=float)
+        if stratify
+        else np.ones((len(subjects), 1))
+    )
+    overall = counts.sum(axis=0) / counts.sum()
+    fold_counts = np.zeros((n_folds, counts.shape[1]))
+    fold_sizes = np.zeros(n_folds, dtype=int)
+    fold_of = {}
+    for j in np.random.default_rng(seed).permutation(len(subjects)):
+        open_folds = np.flatnonzero(fold_sizes == fold_sizes.min())
+        best, best_cost = open_folds[0], np.inf
+        for f in open_folds:
+            after = fold_counts[f] + counts[j]
+            cost = float(np.sum((after / after.sum() - overall) ** 2))
+            if cost < best_cost - 1e-12:
+                best, best_cost = f, cost
+        fold_of[subjects[j]] = int(best)
+        fold_counts[best] += counts[j]
+        fold_sizes[best] += 1
+    return fold_of
+
+
+def assign_folds(
+    index: pd.DataFrame, n_folds: int, n_val_subjects: int, seed: int, loso: bool = False
+) -> pd.DataFrame:
     """Add ``test_fold`` and ``split_<k>`` (train/val/test) columns, grouped by subject.
 
-    Subjects are shuffled with ``seed`` and dealt round-robin into folds, so every fold has
-    whole subjects only (no subject in two splits of one fold). For fold k, the validation
-    subjects are the first ``n_val_subjects`` of the remaining subjects in a fold-specific
-    shuffled order.
+    Every fold has whole subjects only (no subject in two splits of one fold); with a
+    ``label`` column the folds are also stratified by class (see :func:`_deal_subjects`).
+    ``loso``: one fold per subject (``n_folds`` is ignored). For fold k, the validation subjects
+    are the first ``n_val_subjects`` of the remaining subjects in a fold-specific shuffled
+    order; the test fold is never used for model selection.
     """
     subjects = sorted(index["subject"].unique())
+    if loso:
+        n_folds = len(subjects)
     if len(subjects) < n_folds:
         raise ValueError(f"{len(subjects)} subjects cannot fill {n_folds} subject-grouped folds")
     if len(subjects) - len(subjects) // n_folds - 1 < n_val_subjects + 1:
@@ -24,9 +60,7 @@ def assign_folds(index: pd.DataFrame, n_folds: int, n_val_subjects: int, seed: i
             f"{len(subjects)} subjects leave too few training subjects for "
             f"{n_val_subjects} validation subjects per fold"
         )
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(subjects))
-    fold_of = {subjects[j]: pos % n_folds for pos, j in enumerate(order)}
+    fold_of = _deal_subjects(index, subjects, n_folds, seed)
     out = index.copy()
     out["test_fold"] = out["subject"].map(fold_of).astype("int64")
     for k in range(n_folds):
@@ -36,6 +70,11 @@ def assign_folds(index: pd.DataFrame, n_folds: int, n_val_subjects: int, seed: i
             out["test_fold"] == k, "test", np.where(out["subject"].isin(val), "val", "train")
         )
     return out
+
+
+def n_folds_of(index: pd.DataFrame) -> int:
+    """Number of folds stored in an index (its ``split_<k>`` columns)."""
+    return sum(1 for c in index.columns if c.startswith("split_"))
 
 
 def split_ids(index: pd.DataFrame, fold: int, split: str) -> list[str]:

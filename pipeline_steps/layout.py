@@ -72,6 +72,10 @@ class Layout:
     def evaluation(self, fold: int | str, method: str) -> Path:
         return self.fold_dir(fold) / "eval" / f"{method}.json"
 
+    def teacher_evaluation(self, fold: int | str) -> Path:
+        """Test-fold scores of every teacher, and of the joint teacher with a modality missing."""
+        return self.fold_dir(fold) / "eval" / "teachers.json"
+
     def metrics(self, fold: int | str, stage: str, name: str) -> Path:
         """Small metrics JSON that DVC reads (cache: false)."""
         return self.fold_dir(fold) / "metrics" / f"{stage}-{name}.json"

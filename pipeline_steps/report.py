@@ -1,12 +1,33 @@
-"""Results table: one row per method, mean, std and confidence interval over folds.
+"""Results report: method x dataset table over folds, per-fold results and figures.
 
-Writes ``results/<dataset>/report.csv`` and ``report.md`` and logs both, with the per-method
-means, to the pipeline's MLflow parent run.
+Writes, under ``results/<dataset>/``:
+
+- ``report.csv``, ``report.md``: one row per method, mean, std and the t-interval of the mean
+  over folds (the interval is clipped to the metric's range [0, 1]);
+- ``report.html``: a self-contained page (figures embedded) with the table, per-fold results,
+  training curves, the student's similarity matrices at 0/50/100 % of training (paper fig. 4)
+  and a 2-D PCA of teacher representations before/after alignment (fig. 5);
+- ``figures/*.png``: the same figures as files (``snakemake --report`` shows them).
+
+Figures whose artifacts a training step did not write are replaced by a note. The table,
+the means and the figures are logged to the pipeline's MLflow parent run.
+
+Artifacts read (all optional; formats are written by ``pipeline_steps.trainer`` helpers):
+
+- per-epoch history ``fold<k>/metrics/<stage>-<name>.history.csv`` (``write_history``);
+  without it the curves come from the MLflow child runs' metric history;
+- ``fold<k>/students/<method>.similarity.npz`` (``write_similarity_snapshots``);
+- ``fold<k>/teachers/pool_embeddings.npz`` (``write_teacher_embeddings``).
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,9 +36,38 @@ from scipy import stats
 from pipeline_steps.atomic import atomic_path, write_text
 from pipeline_steps.config import dataset_params, load_params, step_parser
 from pipeline_steps.layout import Layout, layout_for
-from pipeline_steps.tracking import StageRun, client, parent_run_id
+from pipeline_steps.progress import progress
 
 METRICS = ("accuracy", "macro_f1")
+METRIC_RANGE = (0.0, 1.0)
+CURVE_KEYS = ("train_loss", "val_loss", "val_accuracy")
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def report_html(layout: Layout) -> Path:
+    return layout.root / "report.html"
+
+
+def figures_dir(layout: Layout) -> Path:
+    return layout.root / "figures"
+
+
+def history_csv(layout: Layout, fold: int | str, stage: str, name: str) -> Path:
+    """Per-epoch history beside the stage's metrics JSON (``trainer.write_history``)."""
+    return layout.metrics(fold, stage, name).with_suffix(".history.csv")
+
+
+def similarity_npz(layout: Layout, fold: int | str, method: str) -> Path:
+    return layout.student(fold, method).with_suffix(".similarity.npz")
+
+
+def embeddings_npz(layout: Layout, fold: int | str) -> Path:
+    return layout.teacher_pool(fold).with_name("pool_embeddings.npz")
+
+
+# ----------------------------------------------------------------------------- table
 
 
 def summarise(values: list[float], level: float) -> dict[str, float]:
@@ -47,17 +97,29 @@ def collect(layout: Layout, methods: list[str], n_folds: int) -> pd.DataFrame:
 
 
 def build_table(per_fold: pd.DataFrame, dataset: str, level: float) -> pd.DataFrame:
+    """One row per method; the t-interval is clipped to the metric range [0, 1]."""
+    lo, hi = METRIC_RANGE
     rows = []
     for method, group in per_fold.groupby("method", sort=False):
         row = {"dataset": dataset, "method": method, "n_folds": len(group)}
         for metric in METRICS:
-            for key, value in summarise(group[metric].tolist(), level).items():
+            s = summarise(group[metric].tolist(), level)
+            s["ci_low"], s["ci_high"] = max(lo, s["ci_low"]), min(hi, s["ci_high"])
+            for key, value in s.items():
                 row[f"{metric}_{key}"] = round(value, 4)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def to_markdown(table: pd.DataFrame, level: float) -> str:
+def ci_note(level: float) -> str:
+    pct = int(round(level * 100))
+    return (
+        f"Mean ± sample std over test folds; [{pct}% t-interval of the mean], clipped to the "
+        "metric range [0, 1]."
+    )
+
+
+def to_markdown(table: pd.DataFrame, level: float, per_fold: pd.DataFrame | None = None) -> str:
     pct = int(round(level * 100))
     lines = [
         f"| dataset | method | folds | accuracy mean ± std [{pct}% CI] "
@@ -73,7 +135,328 @@ def to_markdown(table: pd.DataFrame, level: float) -> str:
         lines.append(
             f"| {r['dataset']} | {r['method']} | {r['n_folds']} | " + " | ".join(cells) + " |"
         )
+    lines += ["", ci_note(level)]
+    if per_fold is not None:
+        wide = per_fold_wide(per_fold, "accuracy")
+        lines += ["", "Per-fold test accuracy:", ""]
+        lines.append("| method | " + " | ".join(f"fold {f}" for f in wide.columns) + " |")
+        lines.append("|---" * (len(wide.columns) + 1) + "|")
+        for method, row in wide.iterrows():
+            lines.append(f"| {method} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def per_fold_wide(per_fold: pd.DataFrame, metric: str) -> pd.DataFrame:
+    methods = list(dict.fromkeys(per_fold["method"]))
+    return per_fold.pivot(index="method", columns="fold", values=metric).loc[methods]
+
+
+# ----------------------------------------------------------------------------- curves
+
+
+def load_histories(layout: Layout, methods: list[str], n_folds: int) -> dict[str, pd.DataFrame]:
+    """Per-epoch history of each student (method -> rows of fold, epoch, metrics), from the
+    history CSVs, else from the MLflow child runs of the current parent run."""
+    out: dict[str, pd.DataFrame] = {}
+    missing = []
+    for method in methods:
+        frames = []
+        for fold in range(n_folds):
+            path = history_csv(layout, fold, "train_student", method)
+            if path.exists():
+                frames.append(pd.read_csv(path).assign(fold=fold))
+            else:
+                missing.append((method, fold))
+        if frames:
+            out[method] = pd.concat(frames, ignore_index=True)
+    if missing:
+        for method, frame in _mlflow_histories(layout, missing).items():
+            out[method] = pd.concat([out.get(method), frame], ignore_index=True)
+    return out
+
+
+def _mlflow_histories(layout: Layout, wanted: list[tuple[str, int]]) -> dict[str, pd.DataFrame]:
+    if not layout.parent_run.exists():
+        return {}
+    try:
+        from pipeline_steps.tracking import client, retry
+
+        info = json.loads(layout.parent_run.read_text())
+        mc = client()
+        runs = retry(
+            lambda: mc.search_runs(
+                [info["experiment_id"]],
+                filter_string=f"tags.mlflow.parentRunId = '{info['run_id']}' "
+                "and tags.stage = 'train_student'",
+                max_results=1000,
+            )
+        )
+    except Exception as err:  # noqa: BLE001 - curves are optional; the table is not
+        print(f"[report] no training curves from MLflow: {err}")
+        return {}
+    frames: dict[str, list[pd.DataFrame]] = {}
+    wanted_set = {(m, str(f)) for m, f in wanted}
+    for run in runs:
+        method, fold = run.data.tags.get("method"), run.data.tags.get("fold")
+        if (method, fold) not in wanted_set:
+            continue
+        rows: dict[int, dict[str, float]] = {}
+        for key in CURVE_KEYS:
+            for m in retry(lambda k=key, r=run.info.run_id: mc.get_metric_history(r, k)):
+                rows.setdefault(m.step, {"epoch": m.step})[key] = m.value
+        if rows:
+            frame = pd.DataFrame(sorted(rows.values(), key=lambda r: r["epoch"]))
+            frames.setdefault(method, []).append(frame.assign(fold=int(fold)))
+    return {m: pd.concat(f, ignore_index=True) for m, f in frames.items()}
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def fig_per_fold(per_fold: pd.DataFrame):  # noqa: ANN201
+    plt = _pyplot()
+    wide = per_fold_wide(per_fold, "accuracy")
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    x = np.arange(len(wide.columns))
+    width = 0.8 / max(1, len(wide.index))
+    for i, (method, row) in enumerate(wide.iterrows()):
+        ax.bar(x + i * width, row.to_numpy(), width, label=method)
+    ax.set_xticks(x + 0.4 - width / 2, [f"fold {f}" for f in wide.columns])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=8, ncols=min(4, len(wide.index)))
+    fig.tight_layout()
+    return fig
+
+
+def fig_curves(histories: dict[str, pd.DataFrame]):  # noqa: ANN201
+    plt = _pyplot()
+    keys = [k for k in CURVE_KEYS if any(k in h for h in histories.values())]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        for method, frame in histories.items():
+            if key not in frame:
+                continue
+            mean = frame.groupby("epoch")[key].mean()
+            ax.plot(mean.index, mean.to_numpy(), label=method)
+        ax.set_title(key.replace("_", " "))
+        ax.set_xlabel("epoch")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def load_similarity(path: Path) -> dict[str, np.ndarray] | None:
+    if not path.exists():
+        return None
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def fig_similarity(sim: dict[str, np.ndarray], method: str):  # noqa: ANN201
+    """Student similarity at each training fraction, samples sorted by label (+ the teacher's)."""
+    plt = _pyplot()
+    order = np.argsort(sim["labels"], kind="stable") if "labels" in sim else slice(None)
+    mats = [
+        (f"student, {int(round(100 * p))} %", m)
+        for p, m in zip(sim["progress"], sim["student"], strict=True)
+    ]
+    if "teacher" in sim:
+        mats.append(("teacher", sim["teacher"]))
+    fig, axes = plt.subplots(1, len(mats), figsize=(3 * len(mats), 3.1), squeeze=False)
+    for ax, (title, mat) in zip(axes[0], mats, strict=True):
+        im = ax.imshow(
+            mat[np.ix_(order, order)] if not isinstance(order, slice) else mat,
+            vmin=-1,
+            vmax=1,
+            cmap="coolwarm",
+        )
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="cosine similarity")
+    fig.suptitle(f"{method}: batch similarity matrices (samples sorted by class)", fontsize=10)
+    return fig
+
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """Project rows of ``x`` on their first two principal components (SVD, no new dependency)."""
+    x = x - x.mean(0, keepdims=True)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return x @ vt[:2].T
+
+
+def fig_embeddings(emb: dict[str, np.ndarray]):  # noqa: ANN201
+    """2-D PCA of every teacher's representations before and after alignment (one PCA per
+    panel over all teachers), colour = teacher, marker = class."""
+    plt = _pyplot()
+    names = [str(n) for n in emb["names"]]
+    labels = emb["labels"]
+    markers = "ox^s*Dv+"
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4), squeeze=False)
+    for ax, key, title in zip(
+        axes[0], ("before", "after"), ("before alignment", "after alignment"), strict=True
+    ):
+        z = emb[key]
+        p, n, d = z.shape
+        xy = pca_2d(z.reshape(p * n, d)).reshape(p, n, 2)
+        for t, name in enumerate(names):
+            for c in np.unique(labels):
+                sel = labels == c
+                ax.scatter(
+                    xy[t, sel, 0],
+                    xy[t, sel, 1],
+                    s=12,
+                    color=f"C{t}",
+                    marker=markers[int(c) % len(markers)],
+                    label=name if c == labels.min() else None,
+                    alpha=0.75,
+                )
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][0].legend(fontsize=8, title="teacher (marker = class)", title_fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: Path) -> str:  # noqa: ANN001
+    """Write ``fig`` as PNG and return it base64-encoded for the HTML page."""
+    plt = _pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    data = buf.getvalue()
+    path.write_bytes(data)
+    return base64.b64encode(data).decode("ascii")
+
+
+# ----------------------------------------------------------------------------- HTML
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
+max-width:1100px;color:#222;padding:0 1rem}
+h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.3rem .6rem;
+text-align:right}th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}
+.note{color:#666;font-size:.9rem}.missing{background:#fff8e1;border-left:4px solid #f0b400;
+padding:.5rem 1rem;color:#5d4600}img{max-width:100%}
+"""
+
+
+def _html_table(frame: pd.DataFrame, fmt: str = "{:.3f}") -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = []
+    for row in frame.itertuples(index=False):
+        cells = "".join(
+            f"<td>{fmt.format(v) if isinstance(v, float) else html.escape(str(v))}</td>"
+            for v in row
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def summary_frame(table: pd.DataFrame, level: float) -> pd.DataFrame:
+    pct = int(round(level * 100))
+    out = table[["dataset", "method", "n_folds"]].copy()
+    for m in METRICS:
+        out[f"{m} mean ± std [{pct}% CI]"] = [
+            f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f} "
+            f"[{r[f'{m}_ci_low']:.3f}, {r[f'{m}_ci_high']:.3f}]"
+            for r in table.to_dict("records")
+        ]
+    return out
+
+
+def to_html(
+    dataset: str, table: pd.DataFrame, per_fold: pd.DataFrame, level: float, figures: dict
+) -> str:
+    """``figures``: section title -> (base64 PNG, caption) or (None, note when missing)."""
+    parts = [
+        f"<h1>MT-PKDOT results: {html.escape(dataset)}</h1>",
+        "<h2>Method × dataset</h2>",
+        _html_table(summary_frame(table, level)),
+        f'<p class="note">{html.escape(ci_note(level))}</p>',
+        "<h2>Per-fold test results</h2>",
+    ]
+    for m in METRICS:
+        wide = per_fold_wide(per_fold, m)
+        frame = wide.reset_index()
+        frame.columns = ["method", *[f"fold {f}" for f in wide.columns]]
+        parts += [f"<h3>{m.replace('_', '-')}</h3>", _html_table(frame)]
+    for title, (data, caption) in figures.items():
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        if data is None:
+            parts.append(f'<p class="missing">{html.escape(caption)}</p>')
+        else:
+            parts.append(
+                f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
+                f'<figcaption class="note">{html.escape(caption)}</figcaption></figure>'
+            )
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>mtpkdot report: {html.escape(dataset)}</title><style>{CSS}</style></head>"
+        f"<body>{''.join(parts)}</body></html>\n"
+    )
+
+
+def make_figures(
+    layout: Layout, per_fold: pd.DataFrame, methods: list[str], n_folds: int, figs: Path
+) -> dict[str, tuple[str | None, str]]:
+    """Write the figures into ``figs``; title -> (base64 PNG, caption) or (None, note)."""
+    out: dict[str, tuple[str | None, str]] = {}
+    tasks = ["per_fold", "curves", "similarity", "embeddings"]
+    for task in progress(tasks, desc="[report] figures"):
+        if task == "per_fold":
+            out["Per-fold test accuracy"] = (
+                save_figure(fig_per_fold(per_fold), figs / "per_fold.png"),
+                "Test accuracy of each method on each fold's held-out subjects.",
+            )
+        elif task == "curves":
+            hist = load_histories(layout, methods, n_folds)
+            out["Training curves"] = (
+                (
+                    save_figure(fig_curves(hist), figs / "curves.png"),
+                    "Student training loss, validation loss and accuracy per epoch "
+                    "(mean over folds).",
+                )
+                if hist
+                else (None, "No per-epoch history found (history CSVs or MLflow runs).")
+            )
+        elif task == "similarity":
+            method = "mtpkdot" if "mtpkdot" in methods else methods[-1]
+            sim = load_similarity(similarity_npz(layout, 0, method))
+            out["Student similarity during training (fig. 4)"] = (
+                (
+                    save_figure(fig_similarity(sim, method), figs / "similarity.png"),
+                    f"Cosine similarity of a fixed batch's {method} student representations "
+                    "at 0, 50 and 100 % of training, fold 0.",
+                )
+                if sim is not None
+                else (None, f"Not available: {similarity_npz(layout, 0, method)} was not written.")
+            )
+        else:
+            emb = embeddings_npz(layout, 0)
+            data = load_similarity(emb)
+            out["Teacher representations before/after alignment (fig. 5)"] = (
+                (
+                    save_figure(fig_embeddings(data), figs / "embeddings.png"),
+                    "2-D PCA of each pool teacher's representations of fold 0's validation "
+                    "samples, before and after adapter alignment.",
+                )
+                if data is not None
+                else (None, f"Not available: {emb} was not written.")
+            )
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -82,26 +465,34 @@ def main(argv: list[str] | None = None) -> None:
     dataset_params(params, args.dataset)
     layout = layout_for(params, args.dataset)
     level = params["report"]["ci_level"]
-    per_fold = collect(
-        layout, params["train_student"]["methods"], params["index_dataset"]["n_folds"]
-    )
+    methods = params["train_student"]["methods"]
+    n_folds = params["index_dataset"]["n_folds"]
+    per_fold = collect(layout, methods, n_folds)
     table = build_table(per_fold, args.dataset, level)
-    markdown = to_markdown(table, level)
+    markdown = to_markdown(table, level, per_fold)
     with atomic_path(layout.report_csv) as tmp:
         table.to_csv(tmp, index=False)
     write_text(layout.report_md, markdown)
-    run = StageRun(client(), parent_run_id(params, args.dataset, layout))
-    run.log_metrics(
-        {
-            f"{r['method']}.{m}_mean": r[f"{m}_mean"]
-            for r in table.to_dict("records")
-            for m in METRICS
-        }
-    )
-    run.log_artifact(layout.report_csv)
-    run.log_artifact(layout.report_md)
+    with atomic_path(figures_dir(layout), is_dir=True) as tmp_dir:
+        figures = make_figures(layout, per_fold, methods, n_folds, tmp_dir)
+    write_text(report_html(layout), to_html(args.dataset, table, per_fold, level, figures))
+    _log_to_parent(params, args.dataset, layout, table)
     print(markdown)
-    print(f"[report] table: {layout.report_csv} and {layout.report_md}")
+    print(f"[report] {layout.report_csv}, {layout.report_md}, {report_html(layout)}")
+
+
+def _log_to_parent(params: dict, dataset: str, layout: Layout, table: pd.DataFrame) -> None:
+    from pipeline_steps.tracking import StageRun, client, parent_run_id
+
+    run = StageRun(client(), parent_run_id(params, dataset, layout))
+    means = {
+        f"{r['method']}.{m}_mean": r[f"{m}_mean"] for r in table.to_dict("records") for m in METRICS
+    }
+    run.log_metrics({k: v for k, v in means.items() if math.isfinite(v)})
+    for path in (layout.report_csv, layout.report_md, report_html(layout)):
+        run.log_artifact(path)
+    for path in sorted(figures_dir(layout).glob("*.png")):
+        run.log_artifact(path, "figures")
 
 
 if __name__ == "__main__":

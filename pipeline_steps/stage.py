@@ -12,6 +12,7 @@ from pipeline_steps.config import dataset_params, load_params, step_parser
 from pipeline_steps.fold_data import Splits, load_index
 from pipeline_steps.layout import Layout, layout_for
 from pipeline_steps.runtime import resolve_device, seed_everything, set_threads
+from pipeline_steps.tasks import Task
 
 
 @dataclass
@@ -30,8 +31,12 @@ class StageContext:
         return list(self.ds["modalities"])
 
     @property
+    def task(self) -> Task:
+        return Task(self.ds["task"], self.ds["classes"])
+
+    @property
     def n_outputs(self) -> int:
-        return len(self.ds["classes"])
+        return self.task.n_outputs
 
     def splits(self) -> Splits:
         return Splits.of(self.index, self.fold)
@@ -47,8 +52,6 @@ def stage_context(args: argparse.Namespace, salt: str = "") -> StageContext:
     """Load and validate params, seed everything (seed + fold + stage salt), read the index."""
     params = load_params(args.params)
     ds = dataset_params(params, args.dataset)
-    if ds["task"] != "classification":
-        raise NotImplementedError("regression (Aff-Wild2) training is not wired yet")
     n_folds = params["index_dataset"]["n_folds"]
     if not 0 <= args.fold < n_folds:
         raise SystemExit(f"--fold {args.fold} is outside 0..{n_folds - 1} (index_dataset.n_folds)")

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,6 @@ from typing import Any, TypeVar
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
-import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
@@ -37,16 +37,32 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
-def retry(fn: Callable[[], T], attempts: int = 12, delay: float = 0.25) -> T:
-    """Call ``fn``, retrying with back-off when the SQLite store is locked by another job."""
+# SQLITE_BUSY/SQLITE_LOCKED read "database is locked" / "database table is locked", wrapped
+# by SQLAlchemy and MLflow in several exception types: match the text.
+LOCK_MARKERS = ("is locked",)
+
+
+def retry(fn: Callable[[], T], attempts: int = 20, delay: float = 0.1, cap: float = 5.0) -> T:
+    """Call ``fn``, retrying when the SQLite store is locked by another job.
+
+    SQLite waits ``busy_timeout`` (MLflow sets 20 s per session) for a lock, but a deferred
+    transaction that must upgrade from read to write fails at once with "database is locked";
+    those are retried with capped exponential back-off and full jitter, so jobs that collided
+    do not collide again in lock step. Other errors are raised at once.
+    """
     for attempt in range(attempts):
         try:
             return fn()
         except Exception as err:  # noqa: BLE001 - MLflow wraps sqlite errors in several types
-            if "locked" not in str(err).lower() or attempt == attempts - 1:
+            if not _is_lock_error(err) or attempt == attempts - 1:
                 raise
-            time.sleep(delay * (1.5**attempt))
+            time.sleep(random.uniform(0, min(cap, delay * 2**attempt)))
     raise AssertionError("unreachable")
+
+
+def _is_lock_error(err: BaseException) -> bool:
+    text = str(err).lower()
+    return any(marker in text for marker in LOCK_MARKERS)
 
 
 def git_commit() -> str:
@@ -59,9 +75,49 @@ def git_commit() -> str:
         return "unknown"
 
 
+_CLIENTS: dict[str, MlflowClient] = {}
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def resolved_tracking_uri() -> str:
+    """``tracking_uri()`` with a relative SQLite path made absolute (it follows the cwd)."""
+    uri = tracking_uri()
+    db = _sqlite_path(uri)
+    if db is None:
+        return uri
+    return f"sqlite:///{db.resolve()}" + (uri[uri.index("?") :] if "?" in uri else "")
+
+
 def client() -> MlflowClient:
-    mlflow.set_tracking_uri(tracking_uri())
-    return MlflowClient(tracking_uri())
+    """The client of the tracking store, one per process and URI.
+
+    On a SQLite store the first connection of each process holds a file lock
+    (``<db>-init.lock`` beside the database) while MLflow creates or migrates the tables:
+    without it, jobs that start together on a fresh store race in Alembic's migrations.
+    No ``mlflow.set_tracking_uri`` here: it would export the absolute URI to the environment.
+    """
+    uri = resolved_tracking_uri()
+    if uri in _CLIENTS:
+        return _CLIENTS[uri]
+    db = _sqlite_path(uri)
+    if db is None:
+        mc = MlflowClient(uri)
+    else:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with open(db.with_name(db.name + "-init.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                mc = retry(lambda: MlflowClient(uri))
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    _CLIENTS[uri] = mc
+    return mc
 
 
 def experiment_id(params: dict, dataset: str) -> str:
@@ -122,7 +178,7 @@ def parent_run_id(params: dict, dataset: str, layout: Layout) -> str:
                     retry(lambda: client().get_run(run_id))
                     return run_id
                 except Exception as err:  # noqa: BLE001 - stale id (other store): make a new one
-                    if "locked" in str(err).lower():
+                    if _is_lock_error(err):
                         raise
             return open_parent_run(params, dataset, layout)
         finally:

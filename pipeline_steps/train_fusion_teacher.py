@@ -6,22 +6,22 @@ import torch
 
 from models.freeze import freeze
 from models.fusion import build_fusion
-from models.losses import task_loss
-from pipeline_steps.fold_data import labels, modality_embeddings
-from pipeline_steps.metrics import classification_metrics
+from pipeline_steps.fold_data import modality_embeddings
 from pipeline_steps.stage import StageContext, fold_parser, record_result, stage_context
+from pipeline_steps.tasks import Targets
 from pipeline_steps.tracking import stage_run
 from pipeline_steps.trainer import fit, save_checkpoint
 
 STAGE = "train_fusion_teacher"
 
 
-def fold_inputs(ctx: StageContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def fold_inputs(ctx: StageContext) -> tuple[torch.Tensor, Targets, torch.Tensor, Targets]:
     """(x_train (N,M,D), y_train, x_val, y_val) from the frozen modality embeddings."""
     splits = ctx.splits()
     x_train = modality_embeddings(ctx.layout, ctx.fold, ctx.modalities, splits.train)
     x_val = modality_embeddings(ctx.layout, ctx.fold, ctx.modalities, splits.val)
-    return x_train, labels(ctx.index, splits.train), x_val, labels(ctx.index, splits.val)
+    targets = ctx.task.targets
+    return x_train, targets(ctx.index, splits.train), x_val, targets(ctx.index, splits.val)
 
 
 def make_fusion(ctx: StageContext, embed_dim: int) -> torch.nn.Module:
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     args = fold_parser(__doc__).parse_args(argv)
     ctx = stage_context(args, salt=STAGE)
     cfg = ctx.params[STAGE]
-    task = ctx.ds["task"]
+    task = ctx.task
     x_train, y_train, x_val, y_val = fold_inputs(ctx)
     embed_dim = x_train.shape[-1]
     model = make_fusion(ctx, embed_dim).to(ctx.device)
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def train_step(idx: torch.Tensor) -> dict[str, float]:
         pred, _ = model(x_train[idx].to(ctx.device))
-        loss = task_loss(pred, y_train[idx].to(ctx.device), task)
+        loss = task.loss(pred, y_train[idx].to(ctx.device))
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
@@ -49,9 +49,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def validate() -> dict[str, float]:
         pred, _ = model(x_val.to(ctx.device))
-        pred = pred.cpu()
-        m = classification_metrics(y_val.numpy(), pred.argmax(1).numpy(), ctx.n_outputs)
-        return {"val_loss": float(task_loss(pred, y_val, task)), "val_accuracy": m["accuracy"]}
+        return task.validation_row(pred, y_val)
 
     with stage_run(ctx.params, ctx.dataset, ctx.layout, STAGE, fold=ctx.fold) as run:
         run.log_params(cfg)
@@ -64,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
             generator=ctx.generator,
             train_step=train_step,
             validate=validate,
-            score_key="val_accuracy",
+            score_key=task.score_key,
             run=run,
         )
         freeze(model)

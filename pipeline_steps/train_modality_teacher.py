@@ -8,9 +8,7 @@ import torch
 
 from models.encoders import ModalityTeacher, build_encoder, frames_to_tensor
 from models.freeze import freeze
-from models.losses import task_loss
-from pipeline_steps.fold_data import VIDEO, Normaliser, labels, modality_array
-from pipeline_steps.metrics import classification_metrics
+from pipeline_steps.fold_data import VIDEO, Normaliser, modality_array
 from pipeline_steps.stage import fold_parser, record_result, stage_context
 from pipeline_steps.tracking import stage_run
 from pipeline_steps.trainer import eval_batches, fit, save_checkpoint
@@ -60,17 +58,17 @@ def main(argv: list[str] | None = None) -> None:
     splits = ctx.splits()
     x_train = modality_array(ctx.params, ctx.layout, args.modality, splits.train)
     x_val = modality_array(ctx.params, ctx.layout, args.modality, splits.val)
-    y_train, y_val = labels(ctx.index, splits.train), labels(ctx.index, splits.val)
+    task = ctx.task
+    y_train, y_val = task.targets(ctx.index, splits.train), task.targets(ctx.index, splits.val)
     normaliser = None if args.modality == VIDEO else Normaliser.fit(x_train)
     to_input = ModalityInput(args.modality, normaliser)
     in_channels = 3 if args.modality == VIDEO else x_train.shape[1]
     model = build_teacher(args.modality, in_channels, cfg, ctx.n_outputs).to(ctx.device)
     optim = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    task = ctx.ds["task"]
 
     def train_step(idx: torch.Tensor) -> dict[str, float]:
         pred, _ = model(to_input(x_train[idx.numpy()]).to(ctx.device))
-        loss = task_loss(pred, y_train[idx].to(ctx.device), task)
+        loss = task.loss(pred, y_train[idx].to(ctx.device))
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
@@ -78,8 +76,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def validate() -> dict[str, float]:
         pred, _ = predict(model, to_input, x_val, cfg["batch_size"], ctx.device)
-        m = classification_metrics(y_val.numpy(), pred.argmax(1).numpy(), ctx.n_outputs)
-        return {"val_loss": float(task_loss(pred, y_val, task)), "val_accuracy": m["accuracy"]}
+        return task.validation_row(pred, y_val)
 
     with stage_run(
         ctx.params, ctx.dataset, ctx.layout, STAGE, modality=args.modality, fold=ctx.fold
@@ -94,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             generator=ctx.generator,
             train_step=train_step,
             validate=validate,
-            score_key="val_accuracy",
+            score_key=task.score_key,
             run=run,
         )
         freeze(model)

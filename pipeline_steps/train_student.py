@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import torch
 
-from models.losses import LossInputs, task_loss, weighted_objective
+from models.losses import LossInputs, weighted_objective
 from models.student import Student
 from models.teacher_pool import PoolOutput, select_teacher
-from pipeline_steps.fold_data import VIDEO, labels, modality_embeddings
-from pipeline_steps.metrics import classification_metrics
+from pipeline_steps.fold_data import VIDEO, modality_embeddings
 from pipeline_steps.stage import fold_parser, record_result, stage_context
 from pipeline_steps.tracking import stage_run
 from pipeline_steps.trainer import fit, load_checkpoint, save_checkpoint
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     ctx = stage_context(args, salt=f"{STAGE}-{args.method}")
     cfg = ctx.params[STAGE]
-    task = ctx.ds["task"]
+    task = ctx.task
     weights = cfg["weights"].get(args.method)
     if not weights:
         raise SystemExit(f"train_student.weights has no entry for method {args.method!r}")
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     splits = ctx.splits()
     f_train = modality_embeddings(ctx.layout, ctx.fold, [VIDEO], splits.train)[:, 0]
     f_val = modality_embeddings(ctx.layout, ctx.fold, [VIDEO], splits.val)[:, 0]
-    y_train, y_val = labels(ctx.index, splits.train), labels(ctx.index, splits.val)
+    y_train, y_val = task.targets(ctx.index, splits.train), task.targets(ctx.index, splits.val)
     pool = cached_pool(ctx.layout.pool_outputs(ctx.fold), splits.train) if strategy else None
     embed_dim = f_train.shape[-1]
     model = Student(embed_dim, cfg["hidden"], embed_dim, ctx.n_outputs).to(ctx.device)
@@ -66,14 +65,23 @@ def main(argv: list[str] | None = None) -> None:
         z_t = None
         if pool is not None:
             batch = PoolOutput(pool.names, pool.z[:, idx], pool.pred[:, idx])
-            chosen = select_teacher(strategy, batch, target.cpu(), task)
+            chosen = select_teacher(
+                strategy,
+                batch,
+                target.to("cpu"),
+                task.name,
+                per_sample_loss_fn=task.per_sample_loss,
+                batch_loss_fn=task.loss,
+            )
             for name, n in chosen.counts.items():
                 counts[name] = counts.get(name, 0) + n
             z_t = chosen.z.to(ctx.device)
+        task_pred, task_target, mask = task.loss_inputs(pred, target)
         inputs = LossInputs(
-            pred=pred,
-            target=target,
-            task=task,
+            pred=task_pred,
+            target=task_target,
+            task=task.name,
+            mask=mask,
             z_student=z_s,
             z_teacher=z_t,
             topk=cfg["topk"],
@@ -89,9 +97,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def validate() -> dict[str, float]:
         pred, _ = model(f_val.to(ctx.device))
-        pred = pred.cpu()
-        m = classification_metrics(y_val.numpy(), pred.argmax(1).numpy(), ctx.n_outputs)
-        row = {"val_loss": float(task_loss(pred, y_val, task)), "val_accuracy": m["accuracy"]}
+        row = task.validation_row(pred, y_val)
         total = sum(counts.values())
         row |= {f"chosen_{k}": v / total for k, v in counts.items()} if total else {}
         counts.clear()
@@ -112,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             generator=ctx.generator,
             train_step=train_step,
             validate=validate,
-            score_key="val_accuracy",
+            score_key=task.score_key,
             run=run,
         )
         save_checkpoint(

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -102,3 +103,78 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint not found; run the stage that writes it")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# Artifacts for the report (pipeline_steps/report.py reads them; all optional there).
+
+
+def write_history(path: str | Path, history: list[dict[str, float]]) -> None:
+    """Per-epoch history as CSV (column ``epoch`` then the row keys, blank where a row lacks
+    one): ``FitResult.history`` of a stage, written beside its metrics JSON as
+    ``<stage>-<name>.history.csv`` so DVC can plot it and the report draws curves from it."""
+    import csv
+
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["epoch", *keys])
+        writer.writeheader()
+        for epoch, row in enumerate(history):
+            writer.writerow({"epoch": epoch, **row})
+
+
+def cosine_similarity_matrix(z: torch.Tensor) -> np.ndarray:
+    """(N, D) representations -> (N, N) cosine similarities as float32 numpy."""
+    z = torch.nn.functional.normalize(z.detach().float().cpu(), dim=-1)
+    return (z @ z.T).numpy().astype("float32")
+
+
+def write_similarity_snapshots(
+    path: str | Path,
+    progress: list[float],
+    student: list[torch.Tensor],
+    labels: torch.Tensor,
+    teacher: torch.Tensor | None = None,
+) -> None:
+    """Student similarity matrices of one fixed batch during training (paper figure 4).
+
+    ``progress``: training fractions of the snapshots, e.g. [0.0, 0.5, 1.0]; ``student``: the
+    student's (N, D) representations of the same N samples at each of them; ``labels``: (N,)
+    class indices; ``teacher``: optional (N, D) representations of the teacher it distils from.
+    File (npz): ``progress`` (S,) float32, ``student`` (S, N, N) float32 cosine similarities,
+    ``labels`` (N,) int64, and ``teacher`` (N, N) float32 when given.
+    """
+    arrays = {
+        "progress": np.asarray(progress, dtype="float32"),
+        "student": np.stack([cosine_similarity_matrix(z) for z in student]),
+        "labels": labels.detach().cpu().numpy().astype("int64"),
+    }
+    if teacher is not None:
+        arrays["teacher"] = cosine_similarity_matrix(teacher)
+    _save_npz(path, arrays)
+
+
+def write_teacher_embeddings(
+    path: str | Path,
+    names: list[str],
+    before: torch.Tensor,
+    after: torch.Tensor,
+    labels: torch.Tensor,
+) -> None:
+    """Pool teachers' representations of the same N samples before and after alignment
+    (paper figure 5). ``before``/``after``: (P, N, D) for the P pool teachers ``names``.
+    File (npz): ``names`` (P,) str, ``before``/``after`` (P, N, D) float32, ``labels`` (N,) int64.
+    """
+    _save_npz(
+        path,
+        {
+            "names": np.asarray(names, dtype=str),
+            "before": before.detach().float().cpu().numpy(),
+            "after": after.detach().float().cpu().numpy(),
+            "labels": labels.detach().cpu().numpy().astype("int64"),
+        },
+    )
+
+
+def _save_npz(path: str | Path, arrays: dict) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)

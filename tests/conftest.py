@@ -71,7 +71,12 @@ def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.Comp
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole DAG on a tiny demo dataset; returns the working directory."""
+    """The whole DAG on a tiny demo dataset; returns the working directory.
+
+    Set MTPKDOT_DEMO_RUN to a finished run's directory to reuse it while developing.
+    """
+    if os.environ.get("MTPKDOT_DEMO_RUN"):
+        return Path(os.environ["MTPKDOT_DEMO_RUN"])
     workdir = write_project(tmp_path_factory.mktemp("demo_run"), tiny_params())
     out = snakemake(workdir)
     if out.returncode != 0:

@@ -97,3 +97,16 @@ def test_same_params_and_seed_give_identical_metrics(demo_run: Path, monkeypatch
     )
     assert json.loads(metrics.read_text()) == first
     assert os.environ["MLFLOW_TRACKING_URI"].endswith("mlflow.db")
+
+
+def test_teacher_evaluation_and_missing_modality_table(demo_run: Path):
+    for fold in range(TINY["index_dataset"]["n_folds"]):
+        result = json.loads(
+            (demo_run / f"results/biovid/fold{fold}/eval/teachers.json").read_text()
+        )
+        assert set(result["modality_teachers"]) == {"video", "eda", "ecg", "emg"}
+        assert set(result["fusion_without"]) == {"eda", "ecg", "emg"}
+        assert set(result["pool"]) == {"video", "eda", "ecg", "emg", "joint"}
+        for scores in [result["fusion"], *result["modality_teachers"].values()]:
+            assert 0.0 <= scores["accuracy"] <= 1.0
+            assert scores["n"] == result["n_test"]

@@ -97,11 +97,17 @@ def get_fold_evaluations(wildcards):
 
 
 def get_final_outputs(wildcards):
-    return [
+    reports = [
         str(p).format(dataset=d)
         for d in config["run"]["datasets"]
-        for p in (L.report_csv, L.report_md)
+        for p in (L.report_csv, L.report_md, L.root / "report.html")
     ]
+    teachers = expand(
+        str(L.teacher_evaluation("{fold}")),
+        dataset=config["run"]["datasets"],
+        fold=range(N_FOLDS),
+    )
+    return reports + teachers
 
 
 onstart:

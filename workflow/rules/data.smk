@@ -41,6 +41,7 @@ rule index_dataset:
     params:
         cfg=config["index_dataset"],
         ds=lambda wc: config["datasets"][wc.dataset],
+        checks=[config["crop_faces"]["window_s"], config["extract_physio"]],
         params_file=PARAMS_FILE,
     shell:
         "MTPKDOT_RULE=index_dataset python -m pipeline_steps.index_dataset --params {params.params_file}"

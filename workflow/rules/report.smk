@@ -1,12 +1,31 @@
-# Phase 5: the results table over folds (CSV + Markdown), logged to the MLflow parent run.
+# Phase 5: the results report over folds (CSV, Markdown, HTML + figures), logged to the MLflow
+# parent run. `snakemake --report report.html` shows the table, the page and the figures.
 
 
 rule report:
     input:
         evaluations=get_fold_evaluations,
     output:
-        csv=L.report_csv,
+        csv=report(
+            L.report_csv,
+            caption="../report/table.rst",
+            category="Results",
+            labels={"dataset": "{dataset}", "item": "table (CSV)"},
+        ),
         md=L.report_md,
+        html=report(
+            L.root / "report.html",
+            caption="../report/page.rst",
+            category="Results",
+            labels={"dataset": "{dataset}", "item": "report page"},
+        ),
+        figures=report(
+            directory(L.root / "figures"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+            labels={"dataset": "{dataset}", "figure": "{name}"},
+        ),
     log:
         "logs/{dataset}/report.log",
     benchmark:

@@ -84,3 +84,29 @@ rule align_teacher_pool:
         "MTPKDOT_RULE=align_teacher_pool OMP_NUM_THREADS={threads} python -m pipeline_steps.align_teacher_pool"
         " --params {params.params_file} --dataset {wildcards.dataset} --fold {wildcards.fold}"
         " > {log} 2>&1"
+
+
+rule evaluate_teachers:
+    input:
+        index=L.index,
+        embeddings=get_fold_embeddings,
+        fusion=L.fusion_teacher("{fold}"),
+        pool=L.teacher_pool("{fold}"),
+    output:
+        metrics=L.teacher_evaluation("{fold}"),
+    log:
+        "logs/{dataset}/fold{fold}/evaluate_teachers.log",
+    benchmark:
+        "logs/{dataset}/fold{fold}/evaluate_teachers.benchmark.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        params_file=PARAMS_FILE,
+    shell:
+        "MTPKDOT_RULE=evaluate_teachers OMP_NUM_THREADS={threads} python -m pipeline_steps.evaluate_teachers"
+        " --params {params.params_file} --dataset {wildcards.dataset} --fold {wildcards.fold}"
+        " > {log} 2>&1"
