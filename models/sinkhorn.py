@@ -9,10 +9,11 @@ Conventions (those of geomloss, see METHOD.md Part 2, 4.4):
 
 A Sinkhorn update is the soft-min ``f_i = -eps log sum_j b_j exp((g_j - C_ij) / eps)``.
 The sub-problems (x, y), (x, x), (y, y) are stacked so that each update is one fused
-log-sum-exp (in base 2) over a batch of cost matrices. With a fixed eps, once the
-potentials settle, the same iterates are computed as matrix-vector products on a kernel
-into which the potentials are absorbed (log-stabilized scaling), falling back to the log
-domain whenever that would lose accuracy.
+log-sum-exp (in base 2) over a batch of cost matrices. Where it is safe, the same update
+is a matrix-vector product on a kernel ``exp(-C / eps)`` (fewer passes over memory): in the
+coarse steps of epsilon-scaling, where ``C / eps`` is small, and, with a fixed eps, once
+the potentials settle, on a kernel into which they are absorbed (log-stabilized scaling),
+falling back to the log domain whenever that would lose accuracy.
 
 The solver runs without autograd; the last update keeps its soft-max weights ``P``
 (row-stochastic), which give the gradient of the envelope theorem in closed form, e.g.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -42,27 +44,28 @@ _LN2 = 0.6931471805599453
 _EXP2_FLOOR = -115.0
 
 # solve(x, y, want_grad) -> (outputs, grad_x, grad_y): outputs[0] is the differentiable
-# value (P,), grad_x / grad_y are d value_p / d x_p, d value_p / d y_p (or None).
-_Solver = Callable[[Tensor, Tensor, bool], tuple[tuple[Tensor, ...], Tensor | None, Tensor | None]]
+# value (P,); grad_x / grad_y are d value_p / d x_p and d value_p / d y_p, computed only
+# where want_grad (a pair of bools, for x and y) asks for them (else None).
+_Solver = Callable[
+    [Tensor, Tensor, tuple[bool, bool]], tuple[tuple[Tensor, ...], Tensor | None, Tensor | None]
+]
 
 
 # ----------------------------------------------------------------------------- kernels
 def _stacked_costs(us: list[Tensor], vs: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     """Costs ``1/2 |u_i - v_j|^2`` of K pairs of (P, N, D), (P, M, D) clouds: (K, P, N, M).
 
-    Also returns the stacked clouds U (K, P, N, D) and V (K, P, M, D).
+    One batched matrix product of the augmented points ``(u, |u|^2 / 2, 1)`` and
+    ``(-v, 1, |v|^2 / 2)``. Also returns the stacked clouds U (K, P, N, D), V (K, P, M, D).
     """
     u, v = torch.stack(us), torch.stack(vs)
     k, p, n, d = u.shape
     m = v.shape[2]
     half_uu = (u * u).sum(-1, keepdim=True).mul_(0.5)
-    half_vv = (v * v).sum(-1).mul_(0.5).unsqueeze(-2)
-    cost = torch.baddbmm(
-        (half_uu + half_vv).view(k * p, n, m),
-        u.view(k * p, n, d),
-        v.view(k * p, m, d).transpose(1, 2),
-        alpha=-1.0,
-    )
+    half_vv = (v * v).sum(-1, keepdim=True).mul_(0.5)
+    u_aug = torch.cat([u, half_uu, torch.ones_like(half_uu)], dim=-1).view(k * p, n, d + 2)
+    v_aug = torch.cat([-v, torch.ones_like(half_vv), half_vv], dim=-1).view(k * p, m, d + 2)
+    cost = torch.bmm(u_aug, v_aug.transpose(1, 2).contiguous())
     return cost.view(k, p, n, m), u, v
 
 
@@ -111,7 +114,7 @@ class _EnvelopeFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, y: Tensor, solve: _Solver) -> tuple[Tensor, ...]:
-        outputs, grad_x, grad_y = solve(x, y, any(ctx.needs_input_grad[:2]))
+        outputs, grad_x, grad_y = solve(x, y, tuple(ctx.needs_input_grad[:2]))
         ctx.save_for_backward(grad_x, grad_y)
         ctx.mark_non_differentiable(*outputs[1:])
         return outputs
@@ -147,8 +150,10 @@ def _check_clouds(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, bool]:
         )
     if x3.shape[1] == 0 or y3.shape[1] == 0:
         raise ValueError("x and y must hold at least one point each")
-    if not (x3.is_floating_point() and x3.dtype == y3.dtype and x3.device == y3.device):
-        raise ValueError("x and y must be floating tensors of the same dtype and device")
+    if x3.dtype not in (torch.float32, torch.float64) or x3.dtype != y3.dtype:
+        raise ValueError(f"x and y must both be float32 or float64, got {x3.dtype}, {y3.dtype}")
+    if x3.device != y3.device:
+        raise ValueError(f"x and y are on different devices: {x3.device}, {y3.device}")
     return x3, y3, x.dim() == 3
 
 
@@ -164,11 +169,12 @@ def _log_weights(w: Tensor | None, like: Tensor, name: str) -> Tensor:
 
 
 def _pad_points(x: Tensor, log_w: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """Pad a cloud to n points with zero-weight dummies at the origin (never transported)."""
+    """Pad a cloud to n points with zero-weight copies of its first point (never transported;
+    inside the bounding box of the data, so the cost bounds of the schedule still hold)."""
     extra = n - x.shape[1]
     if extra == 0:
         return x, log_w
-    x = torch.cat([x, x.new_zeros(x.shape[0], extra, x.shape[2])], dim=1)
+    x = torch.cat([x, x[:, :1].detach().expand(-1, extra, -1)], dim=1)
     log_w = torch.cat([log_w, log_w.new_full((log_w.shape[0], extra), -math.inf)], dim=1)
     return x, log_w
 
@@ -188,13 +194,27 @@ def _blur_schedules(x: Tensor, y: Tensor, blur: float, scaling: float) -> list[l
     return schedules
 
 
-def _eps_steps(
-    blurs: list[list[float]], like: Tensor
-) -> list[tuple[Tensor | float, Tensor | None]]:
-    """Temperatures of the steps: a float, or (1, P, 1) when problems differ, plus a mask of
-    the problems that still wait for their own (shorter) schedule to start, or None."""
+# An epsilon-scaling step whose exponents alpha C (alpha = log2(e) / eps) stay below this for
+# every pair of points runs as matrix-vector products on the kernel 2 ** (-alpha C), which
+# can then neither underflow nor overflow: fewer passes over the cost matrices than the log
+# domain. This covers the first, coarse steps of the schedule.
+_KERNEL_MAX_LOG2 = 60.0
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One temperature of the epsilon-scaling schedule."""
+
+    eps: Tensor | float  # a float, or (1, P, 1) when the problems of a batch differ
+    waiting: Tensor | None  # (1, P, 1) problems still waiting for their schedule, or None
+    kernel: bool  # run in the kernel (scaling) domain
+    key: tuple[float, ...]  # the temperatures, to reuse a kernel
+
+
+def _eps_steps(blurs: list[list[float]], like: Tensor) -> list[_Step]:
+    """The steps of per-problem schedules aligned on their last step (see _solve_scaling)."""
     n_steps = max(len(seq) for seq in blurs)
-    steps: list[tuple[Tensor | float, Tensor | None]] = []
+    steps = []
     for t in range(n_steps):
         values = [seq[max(0, t - n_steps + len(seq))] ** 2 for seq in blurs]
         waiting = [t < n_steps - len(seq) for seq in blurs]
@@ -202,15 +222,56 @@ def _eps_steps(
         if len(set(values)) > 1:
             eps = torch.tensor(values, dtype=like.dtype).to(like.device).view(1, -1, 1)
         mask = torch.tensor(waiting).to(like.device).view(1, -1, 1) if any(waiting) else None
-        steps.append((eps, mask))
+        # C <= d**2 / 2 for the bounding-box diagonal d = seq[0] (or blur >= d)
+        kernel = all(
+            _LOG2E / e * seq[0] ** 2 / 2 <= _KERNEL_MAX_LOG2
+            for e, seq in zip(values, blurs, strict=True)
+        )
+        steps.append(_Step(eps, mask, kernel, tuple(values)))
     return steps
+
+
+def _quartered(before: tuple[float, ...], after: tuple[float, ...]) -> bool:
+    """Whether every temperature was divided by 4 (the default scaling 0.5 of the blur)."""
+    return all(abs(b - 4 * a) <= 1e-9 * b for b, a in zip(before, after, strict=True))
+
+
+def _softmin_kernel_(
+    log2_w: Tensor,
+    pot: Tensor,
+    cost: Tensor,
+    eps: Tensor | float,
+    kernel: Tensor,
+    transpose: Tensor,
+    fresh: bool,
+) -> Tensor:
+    """:func:`_softmin_` as ``-eps ln(K w)`` with ``K = 2 ** (-alpha C)``, for small alpha C.
+
+    The blocks of ``cost`` (K, P, N, N) must be closed under transposition, block ``k``
+    being the transpose of block ``transpose[k]``: the products are then row-vector times
+    matrix. ``kernel`` holds K, recomputed when ``fresh``.
+    """
+    alpha = _LOG2E / eps
+    if fresh:
+        scale = -alpha.unsqueeze(-1) if isinstance(alpha, Tensor) else -alpha
+        torch.mul(cost, scale, out=kernel).exp2_()
+    if isinstance(alpha, Tensor):
+        h2 = torch.addcmul(log2_w, pot, alpha)
+    else:
+        h2 = torch.add(log2_w, pot, alpha=alpha)
+    top = h2.amax(dim=-1, keepdim=True)
+    w = (h2 - top).exp2_()  # in [0, 1]; the largest term of each sum is >= 2**-60
+    k, p, n, m = kernel.shape
+    rows = torch.bmm(w.index_select(0, transpose).view(k * p, 1, n), kernel.view(k * p, n, m))
+    total = rows.view(k, p, m).index_select(0, transpose)
+    return total.log2_().add_(top).mul_(-_LN2 * eps)
 
 
 # ----------------------------------------------------------------------------- solvers
 def _solve_scaling(
     x: Tensor,
     y: Tensor,
-    want_grad: bool,
+    want_grad: tuple[bool, bool],
     *,
     la: Tensor,
     lb: Tensor,
@@ -218,32 +279,49 @@ def _solve_scaling(
 ) -> tuple[tuple[Tensor], Tensor | None, Tensor | None]:
     """S_eps by epsilon-scaling: damped symmetric updates, then one full update at blur**2.
 
-    Four potentials are stacked: f_ab (on x), g_ab (on y), f_aa (on x), g_bb (on y).
+    Four potentials are stacked: f_ab, f_aa (on x), g_ab, g_bb (on y).
     Problem p starts at eps = d_p**2 and waits, unchanged, until the steps left equal the
     length of its own schedule, so a batched call equals a loop over the problems.
     """
-    cost, _, v = _stacked_costs([x, y, x, y], [y, x, x, y])
+    cost, _, v = _stacked_costs([x, x, y, y], [y, x, x, y])
     log2_w = torch.stack([lb, la, la, lb]).mul_(_LOG2E)  # weights of the points summed over
-    partner = torch.tensor([1, 0, 2, 3], device=x.device)  # potential entering each block
+    partner = torch.tensor([2, 1, 0, 3], device=x.device)  # potential entering each block
     buf = torch.empty_like(cost)
     steps = _eps_steps(blurs, x)
-    pot = _softmin_(log2_w, torch.zeros_like(log2_w), cost, steps[0][0], buf)
-    for eps, waiting in steps:
-        new = _softmin_(log2_w, pot.index_select(0, partner), cost, eps, buf)
-        if waiting is None:
+    kernel_key = None  # temperatures of the kernel held in buf
+
+    def update(step: _Step, pot_in: Tensor) -> Tensor:
+        nonlocal kernel_key
+        if not step.kernel:
+            kernel_key = None
+            return _softmin_(log2_w, pot_in, cost, step.eps, buf)
+        fresh = kernel_key != step.key
+        if fresh and kernel_key is not None and _quartered(kernel_key, step.key):
+            buf.square_().square_()  # exp(-C / (eps / 4)) = exp(-C / eps) ** 4: no exp needed
+            fresh = False
+        kernel_key = step.key
+        # the transpose of block (x, y) is block (y, x): the permutation `partner`
+        return _softmin_kernel_(log2_w, pot_in, cost, step.eps, buf, partner, fresh)
+
+    pot = update(steps[0], torch.zeros_like(log2_w))
+    for step in steps:
+        new = update(step, pot.index_select(0, partner))
+        if step.waiting is None:
             pot.lerp_(new, 0.5)
         else:
-            pot = torch.where(waiting, pot, pot.lerp(new, 0.5))
+            pot = torch.where(step.waiting, pot, pot.lerp(new, 0.5))
     eps = blurs[0][-1] ** 2
     pot = _softmin_(log2_w, pot.index_select(0, partner), cost, eps, buf, normalize=True)
     a, b = la.exp(), lb.exp()
-    value = (torch.stack([a, b, -a, -b]) * pot).sum((0, 2))
-    if not want_grad:
-        return (value,), None, None
+    value = (torch.stack([a, -a, b, -b]) * pot).sum((0, 2))
     # buf: soft-max weights of the last update; d S / d x = a (P_aa x - P_ab y), etc.
-    moved = buf @ v  # P_ab y, P_ba x, P_aa x, P_bb y
-    grad_x = a.unsqueeze(-1) * (moved[2] - moved[0])
-    grad_y = b.unsqueeze(-1) * (moved[3] - moved[1])
+    grad_x = grad_y = None
+    if want_grad[0]:
+        moved = buf[:2] @ v[:2]  # P_ab y, P_aa x
+        grad_x = a.unsqueeze(-1) * (moved[1] - moved[0])
+    if want_grad[1]:
+        moved = buf[2:] @ v[2:]  # P_ba x, P_bb y
+        grad_y = b.unsqueeze(-1) * (moved[1] - moved[0])
     return (value,), grad_x, grad_y
 
 
@@ -347,7 +425,7 @@ def _alternate(
 def _solve_fixed(
     x: Tensor,
     y: Tensor,
-    want_grad: bool,
+    want_grad: tuple[bool, bool],
     *,
     la: Tensor,
     lb: Tensor,
@@ -361,19 +439,25 @@ def _solve_fixed(
     f, g, p_f, p_g = _alternate(cost_f, log_wf, log_wg, eps, n_iters)
     ot = (log_wg.exp() * f).sum(-1) + (log_wf.exp() * g).sum(-1)  # (3, P)
     value = ot[0] - 0.5 * (ot[1] + ot[2])
-    if not want_grad:
-        return (value,), None, None
-    moved_f = p_f @ v  # P^f_ab y, P^f_aa x, P^f_bb y
-    moved_g = p_g @ u  # P^g_ab x, P^g_aa x, P^g_bb y
-    grad_x = la.exp().unsqueeze(-1) * (0.5 * (moved_f[1] + moved_g[1]) - moved_f[0])
-    grad_y = lb.exp().unsqueeze(-1) * (0.5 * (moved_f[2] + moved_g[2]) - moved_g[0])
+    # p_f, p_g: soft-max weights of the last f and g updates of the (x, y), (x, x), (y, y)
+    # problems; each problem's value <a, f> + <b, g> has d / d x_i = a_i (x_i - P^f_i. y)
+    # through f and d / d y_j = b_j (y_j - P^g_j. x) through g.
+    grad_x = grad_y = None
+    if want_grad[0]:
+        moved_f = p_f[:2] @ v[:2]  # P^f_ab y, P^f_aa x
+        moved_g = p_g[1] @ u[1]  # P^g_aa x
+        grad_x = la.exp().unsqueeze(-1) * (0.5 * (moved_f[1] + moved_g) - moved_f[0])
+    if want_grad[1]:
+        moved_f = p_f[2] @ v[2]  # P^f_bb y
+        moved_g_ab, moved_g_bb = p_g[0] @ u[0], p_g[2] @ u[2]  # P^g_ab x, P^g_bb y
+        grad_y = lb.exp().unsqueeze(-1) * (0.5 * (moved_f + moved_g_bb) - moved_g_ab)
     return (value,), grad_x, grad_y
 
 
 def _solve_plain(
     x: Tensor,
     y: Tensor,
-    want_grad: bool,
+    want_grad: tuple[bool, bool],
     *,
     la: Tensor,
     lb: Tensor,
@@ -388,10 +472,8 @@ def _solve_plain(
     log_plan = (la + f / eps).unsqueeze(-1) + (lb + g / eps).unsqueeze(-2) - cost / eps
     plan = log_plan.exp()
     transport_cost = (plan * cost).sum((-1, -2))
-    if not want_grad:
-        return (value, transport_cost, plan), None, None
-    grad_x = a.unsqueeze(-1) * (x - p_f @ y)
-    grad_y = b.unsqueeze(-1) * (y - p_g @ x)
+    grad_x = a.unsqueeze(-1) * (x - p_f @ y) if want_grad[0] else None
+    grad_y = b.unsqueeze(-1) * (y - p_g @ x) if want_grad[1] else None
     return (value, transport_cost, plan), grad_x, grad_y
 
 

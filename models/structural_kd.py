@@ -101,8 +101,10 @@ def structural_ot_loss(
         teacher_rows = shift_nonnegative(s_teacher).gather(1, anchors)
     s_student = shift_nonnegative(cosine_similarity_matrix(z_student))
     student_rows = s_student.gather(1, anchors)
-    teacher_rows = teacher_rows.to(student_rows.dtype)
-    return sinkhorn_divergence(teacher_rows, student_rows, blur=blur, n_iters=n_iters)
+    dtype = torch.promote_types(student_rows.dtype, torch.float32)  # half precision: float32
+    return sinkhorn_divergence(
+        teacher_rows.to(dtype), student_rows.to(dtype), blur=blur, n_iters=n_iters
+    )
 
 
 def centroid_loss(z_teacher: Tensor, z_student: Tensor) -> Tensor:

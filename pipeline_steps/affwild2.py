@@ -32,9 +32,11 @@ container over-reports and decoding ends early, crop_faces repeats the last deco
 at most ``FRAME_TOLERANCE`` frames, else the window is a bad sample. A missing jpg inside
 cropped_aligned (no face found by the organisers) is replaced by the nearest earlier one.
 
-Protocol (Part 1, 8): one fold, ``split_0``: Validation_Set videos are ``test``; a seeded
-``val_fraction`` of the Train_Set person groups is ``val`` (model selection); the rest
-``train``. ``test_fold`` is 0 for Validation_Set rows and -1 for Train_Set rows.
+Protocol (Part 1, 8): Validation_Set videos are ``test`` in every fold; fold k
+(``split_<k>``, k < index_dataset.n_folds) carves its own seeded ``val_fraction`` of the
+Train_Set person groups as ``val`` (model selection), the rest ``train``. The folds thus share
+the test set and differ in the validation subjects. ``test_fold`` is 0 for Validation_Set rows
+and -1 for Train_Set rows.
 """
 
 from __future__ import annotations
@@ -215,17 +217,23 @@ def read_windows(root: Path, ds: dict, qc: QcLog | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("sample_id").reset_index(drop=True)
 
 
-def assign_split(index: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:
-    """One fold: Validation_Set = test, a seeded share of Train_Set person groups = val."""
+def assign_split(
+    index: pd.DataFrame, val_fraction: float, seed: int, n_folds: int = 1
+) -> pd.DataFrame:
+    """Validation_Set = test in every fold; fold k carves its own seeded share of the Train_Set
+    person groups as val (so ``n_folds`` repeats differ only in the model-selection subjects,
+    and the spread over folds measures the sensitivity to that choice)."""
     train_groups = sorted(index.loc[index["set"] == "Train_Set", "subject"].unique())
     if len(train_groups) < 2:
         raise DatasetError(f"{len(train_groups)} Train_Set video(s): cannot carve validation")
     if not (index["set"] == "Validation_Set").any():
         raise DatasetError("no Validation_Set window: nothing to test on")
     n_val = min(len(train_groups) - 1, max(1, int(round(val_fraction * len(train_groups)))))
-    val = set(np.random.default_rng(seed).permutation(train_groups)[:n_val])
     out = index.copy()
     test = out["set"] == "Validation_Set"
     out["test_fold"] = np.where(test, 0, -1).astype("int64")
-    out["split_0"] = np.where(test, "test", np.where(out["subject"].isin(val), "val", "train"))
+    for k in range(n_folds):
+        val = set(np.random.default_rng([seed, k]).permutation(train_groups)[:n_val])
+        split = np.where(test, "test", np.where(out["subject"].isin(val), "val", "train"))
+        out[f"split_{k}"] = split
     return out

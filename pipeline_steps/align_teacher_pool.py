@@ -17,7 +17,12 @@ from pipeline_steps.fold_data import modality_embeddings
 from pipeline_steps.stage import fold_parser, record_result, stage_context
 from pipeline_steps.tracking import stage_run
 from pipeline_steps.train_fusion_teacher import fold_inputs, make_fusion
-from pipeline_steps.trainer import fit, load_checkpoint, save_checkpoint
+from pipeline_steps.trainer import (
+    fit,
+    load_checkpoint,
+    save_checkpoint,
+    write_teacher_embeddings,
+)
 
 STAGE = "align_teacher_pool"
 
@@ -62,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
             row[f"{task.score_key}_{name}"] = score
         return row
 
+    with torch.no_grad():
+        z_before = pool(x_val.to(ctx.device)).z.cpu()
     with stage_run(ctx.params, ctx.dataset, ctx.layout, STAGE, fold=ctx.fold) as run:
         run.log_params(cfg)
         result = fit(
@@ -88,6 +95,15 @@ def main(argv: list[str] | None = None) -> None:
                 "n_outputs": ctx.n_outputs,
                 "adapter_hidden": cfg["adapter_hidden"],
             },
+        )
+        with torch.no_grad():
+            out_val = pool(x_val)
+        write_teacher_embeddings(
+            ctx.layout.pool_embeddings(ctx.fold),
+            out_val.names,
+            z_before,
+            out_val.z,
+            y_val.figure_labels(),
         )
         splits = ctx.splits()
         ids = splits.train + splits.val

@@ -98,7 +98,8 @@ def build_index(ds: dict, params: dict, qc: QcLog | None = None) -> pd.DataFrame
         return build_biovid(ds, params, qc)
     if ds["layout"] == "affwild2":
         windows = read_windows(Path(ds["root"]), ds, qc)
-        return assign_split(windows, ds["val_fraction"], params["index_dataset"]["seed"])
+        cfg = params["index_dataset"]
+        return assign_split(windows, ds["val_fraction"], cfg["seed"], cfg["n_folds"])
     raise DatasetError(f"layout {ds['layout']!r}: no loader (biovid, affwild2)")
 
 

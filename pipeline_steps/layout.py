@@ -80,6 +80,18 @@ class Layout:
         """Small metrics JSON that DVC reads (cache: false)."""
         return self.fold_dir(fold) / "metrics" / f"{stage}-{name}.json"
 
+    def history(self, fold: int | str, stage: str, name: str) -> Path:
+        """Per-epoch training history CSV beside the metrics JSON (DVC plots, report curves)."""
+        return self.metrics(fold, stage, name).with_suffix(".history.csv")
+
+    def student_similarity(self, fold: int | str, method: str) -> Path:
+        """Student similarity matrices of a fixed batch at 0/50/100 % of training."""
+        return self.student(fold, method).with_suffix(".similarity.npz")
+
+    def pool_embeddings(self, fold: int | str) -> Path:
+        """Pool teachers' embeddings of the validation samples before/after alignment."""
+        return self.teacher_pool(fold).with_name("pool_embeddings.npz")
+
     @property
     def report_csv(self) -> Path:
         return self.root / "report.csv"
@@ -87,6 +99,14 @@ class Layout:
     @property
     def report_md(self) -> Path:
         return self.root / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.root / "figures"
 
 
 def layout_for(params: dict, dataset: str) -> Layout:

@@ -10,8 +10,10 @@ BioVid Part A layout (``generate_biovid_demo``)::
 
 Only BL1 (class 0) and PA4 (class 4) samples are written. The label drives the physiology
 strongly (EDA level and SCRs, heart rate, trapezius EMG; scaled by ``physio_effect``) and the
-face weakly (a small brow-lowering / eye-narrowing that ramps in, with a random per-sample
-strength; scaled by ``face_effect``). Subjects differ in face, background and physiological
+face weakly: a visible grimace (brow lowering, eye narrowing, furrow, nasolabial folds) that
+ramps in during the clip, but only in most pain samples and a few baseline samples, with a
+random per-sample strength (scaled by ``face_effect``), so a face-only model can learn it but
+stays clearly below the physiology. Subjects differ in face, background and physiological
 baselines. Every sample draws from its own seed (``seed``, sample index), so the output is
 byte-identical for the same ``make_demo_data`` section.
 
@@ -54,10 +56,17 @@ N_LFW_FACES = 100  # the first 100 images of skimage's lfw_subset are faces of d
 
 # Face geometry, as shares of the face patch (LFW crops: brows ~0.30, eyes ~0.40 down).
 FACE_SHARE = 0.6  # face patch side / frame side
-BROW_ROW, EYE_ROW = 0.30, 0.40
-BROW_SHIFT = 0.035  # brow lowering at strength 1, share of the face side
-BAND_DARKEN = 0.10  # darkening of the brow-eye band at strength 1
-RAMP_S = (0.2, 0.55)  # the facial cue ramps in between these shares of the clip
+BROW_ROW, EYE_ROW, CHEEK_ROW, LIP_ROW = 0.28, 0.40, 0.50, 0.70
+BROW_SHIFT = 0.06  # brow lowering at strength 1, share of the face side
+CHEEK_SHIFT = 0.03  # cheek / lower-lid raising at strength 1
+LIP_SHIFT = 0.015  # upper-lip raising at strength 1
+BAND_DARKEN = 0.35  # darkening of the brow-eye band at strength 1
+FURROW_DARKEN = 0.45  # vertical furrow between the brows at strength 1
+FOLD_DARKEN = 0.45  # nasolabial folds at strength 1
+FOLD_ROWS, FOLD_SPREAD = (0.55, 0.76), (0.10, 0.19)  # fold rows, distance from the midline
+RAMP_S = (0.4, 0.7)  # the grimace ramps in between these shares of the clip
+GRIMACE_P = (0.1, 0.8)  # chance that a baseline / pain sample shows the grimace
+HEAD_MOTION = (1.0, 0.7)  # head motion amplitude: shift (px at 192 px frames), rotation (deg)
 
 
 class DemoDataError(RuntimeError):
@@ -148,7 +157,7 @@ def make_subjects(cfg: dict[str, Any]) -> list[Subject]:
                 heart_rate=float(rng.normal(72.0, 5.0)),
                 ecg_gain=float(rng.uniform(0.8, 1.2)),
                 emg_gain=float(rng.lognormal(0.0, 0.25)),
-                expressiveness=float(rng.uniform(0.5, 1.5)),
+                expressiveness=float(rng.uniform(0.7, 1.3)),
             )
         )
     return subjects
@@ -300,24 +309,45 @@ def face_mask(side: int) -> np.ndarray:
     return np.clip((1.0 - r) / 0.15, 0.0, 1.0).astype(np.float32)
 
 
-def pain_face(face: np.ndarray, strength: float) -> np.ndarray:
-    """Brow lowering and eye narrowing: rows around the brows shift down, the band darkens.
+def _bump(u: np.ndarray, centre: float, width: float) -> np.ndarray:
+    """Gaussian bump exp(-((u - centre) / width)^2)."""
+    return np.exp(-(((u - centre) / width) ** 2))
 
-    The displacement is a smooth bump (largest at the brow row, zero at the eyes' lower lid and
-    the forehead top), limited to the face's central width, so nothing moves outside the face.
+
+def _fold_lines(side: int) -> np.ndarray:
+    """The two nasolabial folds (nose wings to mouth corners) as soft lines, peak 1."""
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32) / side
+    (y0, y1), (dx0, dx1) = FOLD_ROWS, FOLD_SPREAD
+    along = np.clip((y - y0) / (y1 - y0), 0.0, 1.0)
+    centre = dx0 + (dx1 - dx0) * along  # distance of the fold from the midline
+    inside = _bump(y, 0.5 * (y0 + y1), 0.6 * (y1 - y0))
+    return _bump(np.abs(x - 0.5), centre, 0.025) * inside
+
+
+def pain_face(face: np.ndarray, strength: float) -> np.ndarray:
+    """A grimace (PSPI-like action units) of the given strength on a face patch.
+
+    Geometry (a smooth vertical displacement of the rows, limited to the face's central width):
+    the brows lower (AU4) and the cheeks and lower lids rise (AU6/7), which narrows the eyes; the
+    upper lip rises a little (AU10). Shading: the brow-eye band darkens, a vertical furrow
+    appears between the brows and the nasolabial folds deepen (AU9/10). Nothing moves or changes
+    above the brows' upper edge, below the mouth or outside the face's central width.
     """
     if strength <= 0.0:
         return face
     side = face.shape[0]
     y = np.arange(side, dtype=np.float32) / side
     x = np.arange(side, dtype=np.float32) / side
-    across = np.exp(-(((x - 0.5) / 0.28) ** 2))[None, :]
-    shift = np.exp(-(((y - BROW_ROW) / 0.07) ** 2))[:, None] * across
-    map_y = (y[:, None] * side - strength * BROW_SHIFT * side * shift).astype(np.float32)
+    across = _bump(x, 0.5, 0.28)[None, :]
+    down = BROW_SHIFT * _bump(y, BROW_ROW, 0.07) - CHEEK_SHIFT * _bump(y, CHEEK_ROW, 0.05)
+    down -= LIP_SHIFT * _bump(y, LIP_ROW, 0.04)
+    map_y = (y[:, None] * side - strength * side * down[:, None] * across).astype(np.float32)
     map_x = np.broadcast_to(np.arange(side, dtype=np.float32)[None, :], (side, side)).copy()
     moved = cv2.remap(face, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    band = np.exp(-(((y - 0.5 * (BROW_ROW + EYE_ROW)) / 0.07) ** 2))[:, None] * across
-    return moved * (1.0 - strength * BAND_DARKEN * band)
+    shade = BAND_DARKEN * _bump(y, 0.5 * (BROW_ROW + EYE_ROW), 0.06)[:, None] * across
+    shade = shade + FURROW_DARKEN * _bump(y, BROW_ROW, 0.06)[:, None] * _bump(x, 0.5, 0.035)
+    shade = shade + FOLD_DARKEN * _fold_lines(side)
+    return moved * (1.0 - np.clip(strength * shade, 0.0, 0.8))
 
 
 def _ramp(t: np.ndarray, duration_s: float) -> np.ndarray:
@@ -328,9 +358,14 @@ def _ramp(t: np.ndarray, duration_s: float) -> np.ndarray:
 
 
 def cue_strength(sample: Sample, cfg: dict[str, Any], rng: np.random.Generator) -> float:
-    """Peak strength of the facial cue: weakly label-driven, noisy, subject-dependent."""
-    mean = 0.7 if sample.pain else 0.15
-    draw = max(0.0, float(rng.normal(mean, 0.35)))
+    """Peak strength of the facial cue: label-driven but imperfect, subject-dependent.
+
+    A sample grimaces with probability ``GRIMACE_P[pain]`` (strength about 1, sd 0.25), else its
+    face stays near neutral (about 0, sd 0.1); so some pain samples show nothing and some
+    baseline samples grimace, and the face alone cannot reach the physiology's accuracy.
+    """
+    grimaces = rng.random() < GRIMACE_P[int(sample.pain)]
+    draw = max(0.0, float(rng.normal(1.0, 0.25) if grimaces else rng.normal(0.0, 0.1)))
     return cfg["face_effect"] * sample.subject.expressiveness * draw
 
 
@@ -342,25 +377,25 @@ def _motion(rng: np.random.Generator, n: int, fps: float, amplitude: float) -> n
     waves = np.sin(2.0 * np.pi * freq[0] * t + phase[0]) + 0.5 * np.sin(
         2.0 * np.pi * freq[1] * t + phase[1]
     )
-    return waves / 1.5 * np.array([amplitude, amplitude, 1.5])
+    return waves / 1.5 * np.array([amplitude, amplitude, HEAD_MOTION[1]])
 
 
 def _lighting(rng: np.random.Generator, n: int, fps: float) -> np.ndarray:
-    """Per-frame brightness gain: a per-clip offset and a slow flicker (a few percent)."""
+    """Per-frame brightness gain: a per-clip offset and a slow flicker (a percent or two)."""
     t = np.arange(n) / fps
     flicker = np.sin(2.0 * np.pi * rng.uniform(0.1, 0.5) * t + rng.uniform(0.0, 2.0 * np.pi))
-    return (1.0 + rng.normal(0.0, 0.03) + 0.02 * flicker).astype(np.float32)
+    return (1.0 + rng.normal(0.0, 0.02) + 0.01 * flicker).astype(np.float32)
 
 
 class _SensorNoise:
-    """Grey-level sensor noise (sd 2): random windows of a small bank of noise fields."""
+    """Grey-level sensor noise (sd 1.5): random windows of a small bank of noise fields."""
 
     MARGIN, BANK = 16, 4
 
     def __init__(self, rng: np.random.Generator, size: int) -> None:
         self.rng, self.size = rng, size
         shape = (self.BANK, size + self.MARGIN, size + self.MARGIN)
-        self.bank = 2.0 * rng.standard_normal(shape, dtype=np.float32)
+        self.bank = 1.5 * rng.standard_normal(shape, dtype=np.float32)
 
     def next(self) -> np.ndarray:
         k, y, x = self.rng.integers((self.BANK, self.MARGIN, self.MARGIN))
@@ -375,7 +410,7 @@ def render_frames(sample: Sample, cfg: dict[str, Any]) -> list[np.ndarray]:
     face, mask = face_patch(sample.subject.face, side), face_mask(side)
     background = make_background(sample.subject, size)
     strength = cue_strength(sample, cfg, rng) * _ramp(np.arange(frames) / fps, cfg["duration_s"])
-    motion = _motion(rng, frames, fps, amplitude=2.5 * size / 192)
+    motion = _motion(rng, frames, fps, amplitude=HEAD_MOTION[0] * size / 192)
     gain = _lighting(rng, frames, fps)
     noise = _SensorNoise(rng, size)
     centre = size / 2 + np.array(sample.subject.offset) * size - side / 2
@@ -488,7 +523,17 @@ def generate_biovid_demo(root: Path, cfg: dict[str, Any]) -> None:
     _generate(root, "biovid", cfg, _write_biovid)
 
 
-GENERATORS: dict[str, Callable[..., None]] = {"biovid": generate_biovid_demo}
+def _affwild2(root: Path, cfg: dict[str, Any]) -> None:
+    """The Aff-Wild2-layout demo (imported late: that module builds on this one)."""
+    from pipeline_steps.demo_affwild2 import generate_affwild2_demo
+
+    generate_affwild2_demo(root, cfg)
+
+
+GENERATORS: dict[str, Callable[..., None]] = {
+    "biovid": generate_biovid_demo,
+    "affwild2": _affwild2,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

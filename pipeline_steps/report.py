@@ -43,30 +43,6 @@ METRIC_RANGE = (0.0, 1.0)
 CURVE_KEYS = ("train_loss", "val_loss", "val_accuracy")
 
 
-# ----------------------------------------------------------------------------- paths
-
-
-def report_html(layout: Layout) -> Path:
-    return layout.root / "report.html"
-
-
-def figures_dir(layout: Layout) -> Path:
-    return layout.root / "figures"
-
-
-def history_csv(layout: Layout, fold: int | str, stage: str, name: str) -> Path:
-    """Per-epoch history beside the stage's metrics JSON (``trainer.write_history``)."""
-    return layout.metrics(fold, stage, name).with_suffix(".history.csv")
-
-
-def similarity_npz(layout: Layout, fold: int | str, method: str) -> Path:
-    return layout.student(fold, method).with_suffix(".similarity.npz")
-
-
-def embeddings_npz(layout: Layout, fold: int | str) -> Path:
-    return layout.teacher_pool(fold).with_name("pool_embeddings.npz")
-
-
 # ----------------------------------------------------------------------------- table
 
 
@@ -162,7 +138,7 @@ def load_histories(layout: Layout, methods: list[str], n_folds: int) -> dict[str
     for method in methods:
         frames = []
         for fold in range(n_folds):
-            path = history_csv(layout, fold, "train_student", method)
+            path = layout.history(fold, "train_student", method)
             if path.exists():
                 frames.append(pd.read_csv(path).assign(fold=fold))
             else:
@@ -434,7 +410,7 @@ def make_figures(
             )
         elif task == "similarity":
             method = "mtpkdot" if "mtpkdot" in methods else methods[-1]
-            sim = load_similarity(similarity_npz(layout, 0, method))
+            sim = load_similarity(layout.student_similarity(0, method))
             out["Student similarity during training (fig. 4)"] = (
                 (
                     save_figure(fig_similarity(sim, method), figs / "similarity.png"),
@@ -442,10 +418,13 @@ def make_figures(
                     "at 0, 50 and 100 % of training, fold 0.",
                 )
                 if sim is not None
-                else (None, f"Not available: {similarity_npz(layout, 0, method)} was not written.")
+                else (
+                    None,
+                    f"Not available: {layout.student_similarity(0, method)} was not written.",
+                )
             )
         else:
-            emb = embeddings_npz(layout, 0)
+            emb = layout.pool_embeddings(0)
             data = load_similarity(emb)
             out["Teacher representations before/after alignment (fig. 5)"] = (
                 (
@@ -473,12 +452,12 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_path(layout.report_csv) as tmp:
         table.to_csv(tmp, index=False)
     write_text(layout.report_md, markdown)
-    with atomic_path(figures_dir(layout), is_dir=True) as tmp_dir:
+    with atomic_path(layout.figures_dir, is_dir=True) as tmp_dir:
         figures = make_figures(layout, per_fold, methods, n_folds, tmp_dir)
-    write_text(report_html(layout), to_html(args.dataset, table, per_fold, level, figures))
+    write_text(layout.report_html, to_html(args.dataset, table, per_fold, level, figures))
     _log_to_parent(params, args.dataset, layout, table)
     print(markdown)
-    print(f"[report] {layout.report_csv}, {layout.report_md}, {report_html(layout)}")
+    print(f"[report] {layout.report_csv}, {layout.report_md}, {layout.report_html}")
 
 
 def _log_to_parent(params: dict, dataset: str, layout: Layout, table: pd.DataFrame) -> None:
@@ -489,9 +468,9 @@ def _log_to_parent(params: dict, dataset: str, layout: Layout, table: pd.DataFra
         f"{r['method']}.{m}_mean": r[f"{m}_mean"] for r in table.to_dict("records") for m in METRICS
     }
     run.log_metrics({k: v for k, v in means.items() if math.isfinite(v)})
-    for path in (layout.report_csv, layout.report_md, report_html(layout)):
+    for path in (layout.report_csv, layout.report_md, layout.report_html):
         run.log_artifact(path)
-    for path in sorted(figures_dir(layout).glob("*.png")):
+    for path in sorted(layout.figures_dir.glob("*.png")):
         run.log_artifact(path, "figures")
 
 

@@ -72,12 +72,16 @@ def stage_context(args: argparse.Namespace, salt: str = "") -> StageContext:
 
 
 def record_result(run, ctx: StageContext, stage: str, name: str, result) -> dict:  # noqa: ANN001
-    """Log the selected epoch's validation metrics and write the stage's metrics JSON."""
+    """Log the selected epoch's validation metrics; write the metrics JSON and history CSV."""
     from pipeline_steps.atomic import write_json
+    from pipeline_steps.trainer import write_history
 
     summary = {"best_epoch": result.best_epoch, **result.best_val}
     run.log_metrics({f"best_{k}": v for k, v in result.best_val.items()})
     path = ctx.layout.metrics(ctx.fold, stage, name)
     write_json(path, summary)
+    history = ctx.layout.history(ctx.fold, stage, name)
+    write_history(history, result.history)
     run.log_artifact(path)
+    run.log_artifact(history)
     return summary

@@ -39,6 +39,16 @@ class Targets:
     def __getitem__(self, idx: Tensor | slice) -> Targets:
         return Targets(self.y[idx], None if self.mask is None else self.mask[idx])
 
+    def figure_labels(self) -> Tensor:
+        """One integer per sample for ordering and colouring figures: the class, or for
+        regression the sign of the mean annotated valence (1 = positive)."""
+        if self.mask is None:
+            return self.y
+        valence = (self.y[..., 0] * self.mask[..., 0]).sum(1) / self.mask[..., 0].sum(1).clamp_min(
+            1
+        )
+        return (valence > 0).long()
+
     def to(self, device: torch.device | str) -> Targets:
         return Targets(self.y.to(device), None if self.mask is None else self.mask.to(device))
 

@@ -16,8 +16,12 @@ from pipeline_steps.trainer import eval_batches, fit, save_checkpoint
 STAGE = "train_modality_teacher"
 
 
+AUDIO = "audio"
+
+
 class ModalityInput:
-    """Turns stored arrays into encoder inputs (video frames, or normalised signals)."""
+    """Turns stored arrays into encoder inputs: video frames; normalised signals (N, C, L);
+    normalised log-mel spectrograms (N, n_mels, frames) as one-channel images."""
 
     def __init__(self, modality: str, normaliser: Normaliser | None) -> None:
         self.modality = modality
@@ -26,11 +30,12 @@ class ModalityInput:
     def __call__(self, array: np.ndarray) -> torch.Tensor:
         if self.modality == VIDEO:
             return frames_to_tensor(torch.from_numpy(np.ascontiguousarray(array)))
-        return torch.from_numpy(self.normaliser(array))
+        x = torch.from_numpy(self.normaliser(array))
+        return x[:, None] if self.modality == AUDIO else x
 
 
 def build_teacher(modality: str, in_channels: int, cfg: dict, n_outputs: int) -> ModalityTeacher:
-    kind = "video" if modality == VIDEO else "audio" if modality == "audio" else "signal"
+    kind = {VIDEO: "video", AUDIO: "audio"}.get(modality, "signal")
     encoder = build_encoder(kind, cfg["embed_dim"], cfg["width"], in_channels)
     return ModalityTeacher(encoder, cfg["embed_dim"], n_outputs)
 
@@ -62,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     y_train, y_val = task.targets(ctx.index, splits.train), task.targets(ctx.index, splits.val)
     normaliser = None if args.modality == VIDEO else Normaliser.fit(x_train)
     to_input = ModalityInput(args.modality, normaliser)
-    in_channels = 3 if args.modality == VIDEO else x_train.shape[1]
+    in_channels = {VIDEO: 3, AUDIO: 1}.get(args.modality, x_train.shape[1])
     model = build_teacher(args.modality, in_channels, cfg, ctx.n_outputs).to(ctx.device)
     optim = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
 

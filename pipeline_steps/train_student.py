@@ -17,7 +17,12 @@ from models.teacher_pool import PoolOutput, select_teacher
 from pipeline_steps.fold_data import VIDEO, modality_embeddings
 from pipeline_steps.stage import fold_parser, record_result, stage_context
 from pipeline_steps.tracking import stage_run
-from pipeline_steps.trainer import fit, load_checkpoint, save_checkpoint
+from pipeline_steps.trainer import (
+    fit,
+    load_checkpoint,
+    save_checkpoint,
+    write_similarity_snapshots,
+)
 
 STAGE = "train_student"
 METHODS = ("visual_only", "pkd", "pkdot", "mtpkdot")
@@ -58,6 +63,17 @@ def main(argv: list[str] | None = None) -> None:
     model = Student(embed_dim, cfg["hidden"], embed_dim, ctx.n_outputs).to(ctx.device)
     optim = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     counts: dict[str, int] = {}
+    # Figure 4: a fixed validation batch's student representations during training.
+    n_fig = min(64, len(f_val))
+    half = max(0, cfg["epochs"] // 2 - 1)
+    snapshots: dict[str, torch.Tensor] = {}
+    epoch_of = iter(range(cfg["epochs"]))
+
+    def snapshot() -> torch.Tensor:
+        return model(f_val[:n_fig].to(ctx.device))[1].detach().cpu()
+
+    with torch.no_grad():
+        snapshots["start"] = snapshot()
 
     def train_step(idx: torch.Tensor) -> dict[str, float]:
         target = y_train[idx].to(ctx.device)
@@ -98,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     def validate() -> dict[str, float]:
         pred, _ = model(f_val.to(ctx.device))
         row = task.validation_row(pred, y_val)
+        if next(epoch_of) <= half:
+            snapshots["half"] = snapshot()
         total = sum(counts.values())
         row |= {f"chosen_{k}": v / total for k, v in counts.items()} if total else {}
         counts.clear()
@@ -120,6 +138,18 @@ def main(argv: list[str] | None = None) -> None:
             validate=validate,
             score_key=task.score_key,
             run=run,
+        )
+        with torch.no_grad():
+            final = snapshot()
+        teacher_val = None
+        if pool is not None:  # the joint teacher's view of the same batch, for comparison
+            teacher_val = cached_pool(ctx.layout.pool_outputs(ctx.fold), splits.val[:n_fig]).z[-1]
+        write_similarity_snapshots(
+            ctx.layout.student_similarity(ctx.fold, args.method),
+            [0.0, (half + 1) / cfg["epochs"], 1.0],
+            [snapshots["start"], snapshots.get("half", final), final],
+            y_val[:n_fig].figure_labels(),
+            teacher=teacher_val,
         )
         save_checkpoint(
             ctx.layout.student(ctx.fold, args.method),

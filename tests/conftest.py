@@ -47,7 +47,7 @@ def write_project(root: Path, params: dict) -> Path:
     return root
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, timeout: int = 2400) -> subprocess.CompletedProcess:
     """Run the repo's Snakefile on ``workdir`` (its params.yaml, its own MLflow store)."""
     env = {
         **os.environ,

@@ -271,10 +271,18 @@ def test_cli_writes_dataset_root(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert (root / "samples.csv").is_file() and (root / demo.MARKER).is_file()
 
 
-def test_cli_refuses_unknown_layout(tmp_path: Path) -> None:
+def test_cli_refuses_a_layout_without_generator(tmp_path: Path, monkeypatch) -> None:
     root = tmp_path / "affwild2"
+    monkeypatch.delitem(demo.GENERATORS, "affwild2")
     with pytest.raises(demo.DemoDataError, match="no demo generator"):
         demo.main(
             ["--params", str(_params_file(tmp_path, "affwild2", root)), "--dataset", "biovid"]
         )
     assert not root.exists()
+
+
+def test_every_schema_layout_has_a_generator() -> None:
+    from pipeline_steps.config import load_schema
+
+    layouts = load_schema()["properties"]["datasets"]["additionalProperties"]["properties"]
+    assert set(layouts["layout"]["enum"]) == set(demo.GENERATORS)

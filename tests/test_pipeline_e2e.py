@@ -59,9 +59,10 @@ def test_mlflow_has_parent_and_child_runs(demo_run: Path):
         "align_teacher_pool",
         "train_student",
         "evaluate",
+        "evaluate_teachers",
     }
     n_folds = TINY["index_dataset"]["n_folds"]
-    assert len(children) == n_folds * (4 + 1 + 1 + 4 + 4)
+    assert len(children) == n_folds * (4 + 1 + 1 + 4 + 4 + 1)
     assert all(r.info.status == "FINISHED" for r in children)
     student = next(
         r
@@ -91,6 +92,7 @@ def test_same_params_and_seed_give_identical_metrics(demo_run: Path, monkeypatch
     first = json.loads(metrics.read_text())
     monkeypatch.chdir(demo_run)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{demo_run / 'mlflow.db'}")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as the Snakemake job ran (threads: 1)
     params_file = next((demo_run / ".snakemake/mtpkdot").glob("params-*.yaml"))
     train_student.main(
         ["--params", str(params_file), "--dataset", "biovid", "--fold", "0", "--method", "mtpkdot"]

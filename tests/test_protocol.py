@@ -32,6 +32,7 @@ def project(demo_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     shutil.copytree(demo_run, work, ignore=shutil.ignore_patterns("mlruns", "mlartifacts"))
     monkeypatch.chdir(work)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as the Snakemake jobs ran (threads: 1)
     return work
 
 

@@ -38,7 +38,7 @@ def fake_results(root: Path, artifacts: bool) -> Layout:
             path.write_text(json.dumps({"accuracy": acc, "macro_f1": acc - 0.01, "n": 10}))
             if artifacts:
                 write_history(
-                    report.history_csv(layout, fold, "train_student", method),
+                    layout.history(fold, "train_student", method),
                     [
                         {"train_loss": 1 / (e + 1), "val_loss": 1.0, "val_accuracy": 0.5}
                         for e in range(5)
@@ -48,10 +48,10 @@ def fake_results(root: Path, artifacts: bool) -> Layout:
         labels = torch.tensor([0, 1] * 6)
         z = [torch.randn(12, 8) for _ in range(3)]
         write_similarity_snapshots(
-            report.similarity_npz(layout, 0, "mtpkdot"), [0.0, 0.5, 1.0], z, labels, z[-1]
+            layout.student_similarity(0, "mtpkdot"), [0.0, 0.5, 1.0], z, labels, z[-1]
         )
         write_teacher_embeddings(
-            report.embeddings_npz(layout, 0),
+            layout.pool_embeddings(0),
             ["video", "eda", "joint"],
             torch.randn(3, 12, 8),
             torch.randn(3, 12, 8),

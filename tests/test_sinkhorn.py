@@ -245,13 +245,21 @@ def test_batched_equals_looped(n_iters: int) -> None:
     torch.testing.assert_close(batched, looped, rtol=1e-10, atol=1e-14)
 
 
-def test_padding_of_unequal_sizes_is_exact() -> None:
-    """N != M pads with zero-weight points: same value as explicit zero weights in POT terms."""
+@pytest.mark.parametrize("n_iters", [0, 40])
+def test_padding_of_unequal_sizes_is_exact(n_iters: int) -> None:
+    """N != M pads y with zero-weight points: the same value as explicit zero weights."""
     x, y = _clouds(9, 4, seed=14)
-    padded_y = torch.cat([y, torch.zeros(5, 3, dtype=F64)])
+    padded_y = torch.cat([y, y[:1].expand(5, 3)])
     b = torch.cat([_uniform(4), torch.zeros(5, dtype=F64)])
-    ref = sinkhorn_divergence(x, padded_y, blur=0.3, n_iters=40, b=b)
-    torch.testing.assert_close(sinkhorn_divergence(x, y, blur=0.3, n_iters=40), ref)
+    ref = sinkhorn_divergence(x, padded_y, blur=0.3, n_iters=n_iters, b=b)
+    torch.testing.assert_close(sinkhorn_divergence(x, y, blur=0.3, n_iters=n_iters), ref)
+
+
+def test_unequal_sizes_far_from_the_origin_match_geomloss() -> None:
+    x, y = _clouds(17, 6, d=5, seed=24)
+    x, y = x + 50.0, y + 50.0
+    ref = SamplesLoss("sinkhorn", p=2, blur=0.1, backend="tensorized")(x, y)
+    torch.testing.assert_close(sinkhorn_divergence(x, y), ref, rtol=1e-2, atol=0)
 
 
 def test_float32_close_to_float64() -> None:
@@ -314,6 +322,8 @@ def test_invalid_arguments() -> None:
         sinkhorn_divergence(x, y, a=torch.ones(3, dtype=F64) / 3)
     with pytest.raises(ValueError, match="n_iters"):
         sinkhorn_ot(x, y, 0.1, 0)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        sinkhorn_divergence(x.half(), y.half())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -105,6 +105,14 @@ def test_structural_ot_loss_options() -> None:
         structural_ot_loss(z_t, z_s[:4], k=2)
 
 
+def test_structural_ot_loss_accepts_half_precision_embeddings() -> None:
+    z_t, z_s = _embeddings()
+    z_s = z_s.to(torch.bfloat16).requires_grad_(True)
+    loss = structural_ot_loss(z_t.float(), z_s, k=3)
+    loss.backward()
+    assert loss.dtype == torch.float32 and z_s.grad.dtype == torch.bfloat16
+
+
 def test_gradcheck_structural_ot_loss_wrt_student() -> None:
     z_t, z_s = _embeddings(b=6, d_t=4, d_s=3, seed=2)
     z_s.requires_grad_(True)

@@ -96,6 +96,12 @@ def get_fold_evaluations(wildcards):
     )
 
 
+def get_report_figure_inputs(wildcards):
+    """Fold 0's figure sources: student similarity snapshots, pool embeddings."""
+    paths = [L.student_similarity(0, m) for m in METHODS] + [L.pool_embeddings(0)]
+    return [str(p).format(dataset=wildcards.dataset) for p in paths]
+
+
 def get_final_outputs(wildcards):
     reports = [
         str(p).format(dataset=d)

@@ -5,6 +5,7 @@
 rule report:
     input:
         evaluations=get_fold_evaluations,
+        figures=get_report_figure_inputs,
     output:
         csv=report(
             L.report_csv,
@@ -14,13 +15,13 @@ rule report:
         ),
         md=L.report_md,
         html=report(
-            L.root / "report.html",
+            L.report_html,
             caption="../report/page.rst",
             category="Results",
             labels={"dataset": "{dataset}", "item": "report page"},
         ),
         figures=report(
-            directory(L.root / "figures"),
+            directory(L.figures_dir),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
             category="Figures",

@@ -9,6 +9,8 @@ rule train_student:
     output:
         model=L.student("{fold}", "{method}"),
         metrics=L.metrics("{fold}", "train_student", "{method}"),
+        history=L.history("{fold}", "train_student", "{method}"),
+        similarity=L.student_similarity("{fold}", "{method}"),
     log:
         "logs/{dataset}/fold{fold}/train_student-{method}.log",
     benchmark:

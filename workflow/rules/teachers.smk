@@ -9,6 +9,7 @@ rule train_modality_teacher:
         model=L.teacher("{fold}", "{modality}"),
         embeddings=L.embeddings("{fold}", "{modality}"),
         metrics=L.metrics("{fold}", "train_modality_teacher", "{modality}"),
+        history=L.history("{fold}", "train_modality_teacher", "{modality}"),
     log:
         "logs/{dataset}/fold{fold}/train_modality_teacher-{modality}.log",
     benchmark:
@@ -36,6 +37,7 @@ rule train_fusion_teacher:
     output:
         model=L.fusion_teacher("{fold}"),
         metrics=L.metrics("{fold}", "train_fusion_teacher", "fusion"),
+        history=L.history("{fold}", "train_fusion_teacher", "fusion"),
     log:
         "logs/{dataset}/fold{fold}/train_fusion_teacher.log",
     benchmark:
@@ -65,6 +67,8 @@ rule align_teacher_pool:
         model=L.teacher_pool("{fold}"),
         cache=L.pool_outputs("{fold}"),
         metrics=L.metrics("{fold}", "align_teacher_pool", "pool"),
+        history=L.history("{fold}", "align_teacher_pool", "pool"),
+        embeddings_figure=L.pool_embeddings("{fold}"),
     log:
         "logs/{dataset}/fold{fold}/align_teacher_pool.log",
     benchmark:
