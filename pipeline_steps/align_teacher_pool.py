@@ -14,12 +14,12 @@ import torch
 from models.freeze import freeze
 from models.teacher_pool import TeacherPool
 from pipeline_steps.fold_data import modality_embeddings
-from pipeline_steps.stage import fold_parser, record_result, stage_context
+from pipeline_steps.stage import fit_stage, fold_parser, record_result, stage_context
 from pipeline_steps.tracking import stage_run
 from pipeline_steps.train_fusion_teacher import fold_inputs, make_fusion
 from pipeline_steps.trainer import (
-    fit,
     load_checkpoint,
+    optimiser_step,
     save_checkpoint,
     write_teacher_embeddings,
 )
@@ -54,10 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         loss, terms = pool.alignment_objective(
             x_train[idx].to(ctx.device), y_train[idx].to(ctx.device), task.loss
         )
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        return {"loss": loss.item(), **terms}
+        return {"loss": optimiser_step(optim, loss), **terms}
 
     def validate() -> dict[str, float]:
         out = pool(x_val.to(ctx.device))
@@ -71,18 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         z_before = pool(x_val.to(ctx.device)).z.cpu()
     with stage_run(ctx.params, ctx.dataset, ctx.layout, STAGE, fold=ctx.fold) as run:
         run.log_params(cfg)
-        result = fit(
-            pool,
-            n_train=len(x_train),
-            batch_size=cfg["batch_size"],
-            epochs=cfg["epochs"],
-            patience=cfg["patience"],
-            generator=ctx.generator,
-            train_step=train_step,
-            validate=validate,
-            score_key=task.score_key,
-            run=run,
-        )
+        result = fit_stage(ctx, cfg, pool, len(x_train), train_step, validate, run)
         freeze(pool)
         pool.cpu()
         save_checkpoint(

@@ -71,6 +71,25 @@ def stage_context(args: argparse.Namespace, salt: str = "") -> StageContext:
     )
 
 
+def fit_stage(ctx: StageContext, cfg: dict, model, n_train: int, train_step, validate, run):  # noqa: ANN001, ANN201
+    """``trainer.fit`` with the stage's batch size, epochs, patience, seeded data order and the
+    task's validation metric for model selection."""
+    from pipeline_steps.trainer import fit
+
+    return fit(
+        model,
+        n_train=n_train,
+        batch_size=cfg["batch_size"],
+        epochs=cfg["epochs"],
+        patience=cfg["patience"],
+        generator=ctx.generator,
+        train_step=train_step,
+        validate=validate,
+        score_key=ctx.task.score_key,
+        run=run,
+    )
+
+
 def record_result(run, ctx: StageContext, stage: str, name: str, result) -> dict:  # noqa: ANN001
     """Log the selected epoch's validation metrics; write the metrics JSON and history CSV."""
     from pipeline_steps.atomic import write_json

@@ -7,10 +7,10 @@ import torch
 from models.freeze import freeze
 from models.fusion import build_fusion
 from pipeline_steps.fold_data import modality_embeddings
-from pipeline_steps.stage import StageContext, fold_parser, record_result, stage_context
+from pipeline_steps.stage import StageContext, fit_stage, fold_parser, record_result, stage_context
 from pipeline_steps.tasks import Targets
 from pipeline_steps.tracking import stage_run
-from pipeline_steps.trainer import fit, save_checkpoint
+from pipeline_steps.trainer import optimiser_step, save_checkpoint
 
 STAGE = "train_fusion_teacher"
 
@@ -42,10 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     def train_step(idx: torch.Tensor) -> dict[str, float]:
         pred, _ = model(x_train[idx].to(ctx.device))
         loss = task.loss(pred, y_train[idx].to(ctx.device))
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        return {"loss": loss.item()}
+        return {"loss": optimiser_step(optim, loss)}
 
     def validate() -> dict[str, float]:
         pred, _ = model(x_val.to(ctx.device))
@@ -53,18 +50,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with stage_run(ctx.params, ctx.dataset, ctx.layout, STAGE, fold=ctx.fold) as run:
         run.log_params(cfg)
-        result = fit(
-            model,
-            n_train=len(x_train),
-            batch_size=cfg["batch_size"],
-            epochs=cfg["epochs"],
-            patience=cfg["patience"],
-            generator=ctx.generator,
-            train_step=train_step,
-            validate=validate,
-            score_key=task.score_key,
-            run=run,
-        )
+        result = fit_stage(ctx, cfg, model, len(x_train), train_step, validate, run)
         freeze(model)
         save_checkpoint(
             ctx.layout.fusion_teacher(ctx.fold),

@@ -9,9 +9,9 @@ import torch
 from models.encoders import ModalityTeacher, build_encoder, frames_to_tensor
 from models.freeze import freeze
 from pipeline_steps.fold_data import VIDEO, Normaliser, modality_array
-from pipeline_steps.stage import fold_parser, record_result, stage_context
+from pipeline_steps.stage import fit_stage, fold_parser, record_result, stage_context
 from pipeline_steps.tracking import stage_run
-from pipeline_steps.trainer import eval_batches, fit, save_checkpoint
+from pipeline_steps.trainer import eval_batches, optimiser_step, save_checkpoint
 
 STAGE = "train_modality_teacher"
 
@@ -74,10 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     def train_step(idx: torch.Tensor) -> dict[str, float]:
         pred, _ = model(to_input(x_train[idx.numpy()]).to(ctx.device))
         loss = task.loss(pred, y_train[idx].to(ctx.device))
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        return {"loss": loss.item()}
+        return {"loss": optimiser_step(optim, loss)}
 
     def validate() -> dict[str, float]:
         pred, _ = predict(model, to_input, x_val, cfg["batch_size"], ctx.device)
@@ -87,18 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         ctx.params, ctx.dataset, ctx.layout, STAGE, modality=args.modality, fold=ctx.fold
     ) as run:
         run.log_params(cfg)
-        result = fit(
-            model,
-            n_train=len(splits.train),
-            batch_size=cfg["batch_size"],
-            epochs=cfg["epochs"],
-            patience=cfg["patience"],
-            generator=ctx.generator,
-            train_step=train_step,
-            validate=validate,
-            score_key=task.score_key,
-            run=run,
-        )
+        result = fit_stage(ctx, cfg, model, len(splits.train), train_step, validate, run)
         freeze(model)
         save_checkpoint(
             ctx.layout.teacher(ctx.fold, args.modality),

@@ -15,11 +15,11 @@ from models.losses import LossInputs, weighted_objective
 from models.student import Student
 from models.teacher_pool import PoolOutput, select_teacher
 from pipeline_steps.fold_data import VIDEO, modality_embeddings
-from pipeline_steps.stage import fold_parser, record_result, stage_context
+from pipeline_steps.stage import fit_stage, fold_parser, record_result, stage_context
 from pipeline_steps.tracking import stage_run
 from pipeline_steps.trainer import (
-    fit,
     load_checkpoint,
+    optimiser_step,
     save_checkpoint,
     write_similarity_snapshots,
 )
@@ -106,10 +106,7 @@ def main(argv: list[str] | None = None) -> None:
             sinkhorn_iters=cfg["sinkhorn_iters"],
         )
         loss, terms = weighted_objective(weights, inputs)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-        return {"loss": loss.item(), **terms}
+        return {"loss": optimiser_step(optim, loss), **terms}
 
     def validate() -> dict[str, float]:
         pred, _ = model(f_val.to(ctx.device))
@@ -127,18 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         run.log_params({k: v for k, v in cfg.items() if k != "weights"})
         run.log_params(weights, prefix="weight.")
         run.set_tags({"teacher_strategy": strategy or "none"})
-        result = fit(
-            model,
-            n_train=len(splits.train),
-            batch_size=cfg["batch_size"],
-            epochs=cfg["epochs"],
-            patience=cfg["patience"],
-            generator=ctx.generator,
-            train_step=train_step,
-            validate=validate,
-            score_key=task.score_key,
-            run=run,
-        )
+        result = fit_stage(ctx, cfg, model, len(splits.train), train_step, validate, run)
         with torch.no_grad():
             final = snapshot()
         teacher_val = None

@@ -92,6 +92,14 @@ def fit(
     return result
 
 
+def optimiser_step(optim: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    """One gradient step on ``loss``; returns its value for logging."""
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    optim.step()
+    return loss.item()
+
+
 def save_checkpoint(path: str | Path, payload: dict) -> None:
     """torch.save to a temporary name, then rename (never a half-written checkpoint)."""
     with atomic_path(path) as tmp:
