@@ -38,7 +38,7 @@ def test_snakefmt_is_clean():
 
 
 def test_slurm_profile_dry_run():
-    out = run("snakemake", "-n", "--profile", "slurm")
+    out = run("snakemake", "-n", "--forceall", "--profile", "slurm")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "train_student" in out.stdout
 
