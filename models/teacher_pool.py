@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.adapters import Adapter, alignment_loss, cosine_misalignment
+from models.losses import ccc_loss
 
 JOINT = "joint"
 STRATEGIES: tuple[str, ...] = ("min_loss", "min_entropy", "joint_only", "per_sample")
@@ -125,12 +126,7 @@ def ce_per_sample_loss(pred: Tensor, target: Tensor) -> Tensor:
 def ccc_batch_loss(pred: Tensor, target: Tensor) -> Tensor:
     """1 - concordance correlation over the batch, averaged over output dims."""
     pred = pred.reshape(pred.shape[0], -1).float()
-    target = target.reshape(pred.shape).float()
-    mp, mt = pred.mean(0), target.mean(0)
-    vp, vt = pred.var(0, unbiased=False), target.var(0, unbiased=False)
-    cov = ((pred - mp) * (target - mt)).mean(0)
-    ccc = 2.0 * cov / (vp + vt + (mp - mt) ** 2 + 1e-8)
-    return (1.0 - ccc).mean()
+    return ccc_loss(pred, target.reshape(pred.shape).float())
 
 
 def mae_per_sample_loss(pred: Tensor, target: Tensor) -> Tensor:

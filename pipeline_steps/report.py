@@ -87,6 +87,34 @@ def build_table(per_fold: pd.DataFrame, dataset: str, level: float) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def teacher_table(layout: Layout, n_folds: int) -> pd.DataFrame | None:
+    """Test scores of every teacher and of the joint teacher with one privileged modality
+    missing (``evaluate_teachers``), mean ± std over folds; None when not evaluated."""
+    paths = [layout.teacher_evaluation(fold) for fold in range(n_folds)]
+    if not all(p.exists() for p in paths):
+        return None
+    rows: dict[str, list[float]] = {}
+    for path in paths:
+        result = json.loads(path.read_text())
+        metric = "accuracy" if "accuracy" in result["fusion"] else "ccc_mean"
+        entries = {f"{m} teacher": r for m, r in result["modality_teachers"].items()}
+        entries["fusion (all modalities)"] = result["fusion"]
+        entries |= {f"fusion without {m}": r for m, r in result["fusion_without"].items()}
+        entries |= {f"pool: {m}": r for m, r in result["pool"].items()}
+        for name, scores in entries.items():
+            rows.setdefault(name, []).append(scores[metric])
+    return pd.DataFrame(
+        [
+            {
+                "teacher": name,
+                f"{metric} mean": np.mean(v),
+                f"{metric} std": np.std(v, ddof=1) if len(v) > 1 else 0.0,
+            }
+            for name, v in rows.items()
+        ]
+    )
+
+
 def ci_note(level: float) -> str:
     pct = int(round(level * 100))
     return (
@@ -95,7 +123,12 @@ def ci_note(level: float) -> str:
     )
 
 
-def to_markdown(table: pd.DataFrame, level: float, per_fold: pd.DataFrame | None = None) -> str:
+def to_markdown(
+    table: pd.DataFrame,
+    level: float,
+    per_fold: pd.DataFrame | None = None,
+    teachers: pd.DataFrame | None = None,
+) -> str:
     pct = int(round(level * 100))
     lines = [
         f"| dataset | method | folds | accuracy mean ± std [{pct}% CI] "
@@ -119,6 +152,15 @@ def to_markdown(table: pd.DataFrame, level: float, per_fold: pd.DataFrame | None
         lines.append("|---" * (len(wide.columns) + 1) + "|")
         for method, row in wide.iterrows():
             lines.append(f"| {method} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+    if teachers is not None:
+        lines += [
+            "",
+            "Teachers on the test folds (missing modality = its training-mean embedding):",
+        ]
+        lines += ["", "| " + " | ".join(teachers.columns) + " |"]
+        lines.append("|---" * len(teachers.columns) + "|")
+        for row in teachers.itertuples(index=False):
+            lines.append(f"| {row[0]} | " + " | ".join(f"{v:.3f}" for v in row[1:]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -354,7 +396,12 @@ def summary_frame(table: pd.DataFrame, level: float) -> pd.DataFrame:
 
 
 def to_html(
-    dataset: str, table: pd.DataFrame, per_fold: pd.DataFrame, level: float, figures: dict
+    dataset: str,
+    table: pd.DataFrame,
+    per_fold: pd.DataFrame,
+    level: float,
+    figures: dict,
+    teachers: pd.DataFrame | None = None,
 ) -> str:
     """``figures``: section title -> (base64 PNG, caption) or (None, note when missing)."""
     parts = [
@@ -369,6 +416,12 @@ def to_html(
         frame = wide.reset_index()
         frame.columns = ["method", *[f"fold {f}" for f in wide.columns]]
         parts += [f"<h3>{m.replace('_', '-')}</h3>", _html_table(frame)]
+    if teachers is not None:
+        parts += [
+            "<h2>Teachers and missing-modality robustness</h2>",
+            _html_table(teachers),
+            '<p class="note">A missing modality is replaced by its training-mean embedding.</p>',
+        ]
     for title, (data, caption) in figures.items():
         parts.append(f"<h2>{html.escape(title)}</h2>")
         if data is None:
@@ -448,13 +501,15 @@ def main(argv: list[str] | None = None) -> None:
     n_folds = params["index_dataset"]["n_folds"]
     per_fold = collect(layout, methods, n_folds)
     table = build_table(per_fold, args.dataset, level)
-    markdown = to_markdown(table, level, per_fold)
+    teachers = teacher_table(layout, n_folds)
+    markdown = to_markdown(table, level, per_fold, teachers)
     with atomic_path(layout.report_csv) as tmp:
         table.to_csv(tmp, index=False)
     write_text(layout.report_md, markdown)
     with atomic_path(layout.figures_dir, is_dir=True) as tmp_dir:
         figures = make_figures(layout, per_fold, methods, n_folds, tmp_dir)
-    write_text(layout.report_html, to_html(args.dataset, table, per_fold, level, figures))
+    page = to_html(args.dataset, table, per_fold, level, figures, teachers)
+    write_text(layout.report_html, page)
     _log_to_parent(params, args.dataset, layout, table)
     print(markdown)
     print(f"[report] {layout.report_csv}, {layout.report_md}, {layout.report_html}")

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from pipeline_steps.atomic import atomic_path
+from pipeline_steps.progress import progress
 from pipeline_steps.tracking import StageRun
 
 StepFn = Callable[[torch.Tensor], dict[str, float]]
@@ -62,7 +63,7 @@ def fit(
     best: tuple[float, float] | None = None
     result = FitResult({}, -1, {})
     stale = 0
-    for epoch in range(epochs):
+    for epoch in progress(range(epochs), desc="epochs"):
         model.train()
         sums: dict[str, float] = {}
         count = 0

@@ -142,3 +142,29 @@ def test_snakemake_report_and_headless_render(demo_run: Path, tmp_path):
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert shot.stat().st_size > 20_000
+
+
+def test_teacher_table_over_folds(tmp_path):
+    from pipeline_steps.layout import Layout
+
+    layout = Layout(tmp_path, "biovid")
+    assert report.teacher_table(layout, 2) is None  # not evaluated yet: no section
+    for fold, acc in enumerate((0.6, 0.8)):
+        path = layout.teacher_evaluation(fold)
+        path.parent.mkdir(parents=True)
+        score = {"accuracy": acc, "macro_f1": acc, "n": 4}
+        path.write_text(
+            json.dumps(
+                {
+                    "modality_teachers": {"video": score, "eda": score},
+                    "fusion": score,
+                    "fusion_without": {"eda": score},
+                    "pool": {"joint": score},
+                }
+            )
+        )
+    table = report.teacher_table(layout, 2).set_index("teacher")
+    assert table.loc["fusion without eda", "accuracy mean"] == pytest.approx(0.7)
+    assert table.loc["eda teacher", "accuracy std"] == pytest.approx(0.1414214, rel=1e-6)
+    markdown = report.to_markdown(pd.DataFrame(), 0.95, None, table.reset_index())
+    assert "| fusion without eda | 0.700 | 0.141 |" in markdown

@@ -96,6 +96,14 @@ def get_fold_evaluations(wildcards):
     )
 
 
+def get_teacher_evaluations(wildcards):
+    return expand(
+        str(L.teacher_evaluation("{fold}")),
+        dataset=wildcards.dataset,
+        fold=range(N_FOLDS),
+    )
+
+
 def get_report_figure_inputs(wildcards):
     """Fold 0's figure sources: student similarity snapshots, pool embeddings."""
     paths = [L.student_similarity(0, m) for m in METHODS] + [L.pool_embeddings(0)]

@@ -6,6 +6,7 @@ rule report:
     input:
         evaluations=get_fold_evaluations,
         figures=get_report_figure_inputs,
+        teachers=get_teacher_evaluations,
     output:
         csv=report(
             L.report_csv,
