@@ -30,6 +30,13 @@ class ModalityNorm(nn.Module):
         return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
 
 
+def _mlp(d_in: int, hidden: int, d_out: int, dropout: float) -> nn.Sequential:
+    """Linear -> GELU -> dropout -> linear: the joint-embedding projection of the fusions."""
+    return nn.Sequential(
+        nn.Linear(d_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, d_out)
+    )
+
+
 def _check_input(x: Tensor, n_modalities: int, embed_dim: int) -> None:
     if x.ndim != 3 or x.shape[1] != n_modalities or x.shape[2] != embed_dim:
         raise ValueError(
@@ -52,12 +59,7 @@ class ConcatFusion(nn.Module):
         self.n_modalities, self.embed_dim = n_modalities, embed_dim
         hidden = hidden or 2 * embed_dim
         self.norm = ModalityNorm(n_modalities, embed_dim)
-        self.mlp = nn.Sequential(
-            nn.Linear(n_modalities * embed_dim, hidden),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, embed_dim),
-        )
+        self.mlp = _mlp(n_modalities * embed_dim, hidden, embed_dim, dropout)
         self.head = nn.Linear(embed_dim, n_outputs)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -106,12 +108,7 @@ class JCAFusion(nn.Module):
         nn.init.normal_(self.w_corr, std=1.0 / math.sqrt(joint))
         nn.init.normal_(self.w_out, std=1.0 / math.sqrt(att_dim))
         hidden = hidden or 2 * embed_dim
-        self.mlp = nn.Sequential(
-            nn.Linear(joint, hidden),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, embed_dim),
-        )
+        self.mlp = _mlp(joint, hidden, embed_dim, dropout)
         self.head = nn.Linear(embed_dim, n_outputs)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
