@@ -4,9 +4,9 @@
 
 Shard I of ``crop_faces.n_shards`` takes the index rows (sorted by ``sample_id``) at positions
 ``p % n_shards == I``. For each video, ``n_frames`` frames are sampled at the centres of
-``n_frames`` equal segments of ``window_s`` (frame index ``round(t * fps)``; the video is read
-sequentially and only those frames are decoded into images, which is frame-exact and, for short
-clips, about as fast as seeking). Faces are detected and cropped by
+``n_frames`` equal segments of ``window_s`` (frame index ``round(t * fps)``; decoding starts at
+the first sampled frame (a frame-exact seek, else a read from frame 0) and only the sampled
+frames are converted to images). Faces are detected and cropped by
 :mod:`pipeline_steps.face_detector`; the crops go to ``layout.video_shard(I)`` (schema in
 :mod:`pipeline_steps.shards`): ``frames`` uint8 (T, size, size, 3) RGB, extra column
 ``face_found_ratio``; metadata ``fps`` (rate of the stored frames, n_frames / window length),
@@ -102,49 +102,107 @@ def frame_indices(times: np.ndarray, fps: float) -> np.ndarray:
     return np.maximum(np.round(np.asarray(times) * fps), 0).astype(np.int64)
 
 
-def _read_indices(cap: cv2.VideoCapture, indices: np.ndarray) -> tuple[list[np.ndarray], int]:
-    """Decode frames sequentially up to the last index; keep those at ``indices`` (RGB).
+def _seek(cap: cv2.VideoCapture, target: int) -> bool:
+    """Start decoding at frame ``target``; False if the capture did not land exactly there.
 
-    Returns the kept frames in index order and the number of frames decoded.
+    OpenCV's FFmpeg backend seeks to the key frame before ``target`` and decodes forward to it,
+    so the frames that follow are the ones a sequential read gives (checked in the tests for
+    MPEG-4 part 2, H.264 with B-frames and VP9). A target at or past the container's frame
+    count is not sought: the sequential read then reports how many frames the video has.
     """
-    wanted = set(indices.tolist())
-    kept: dict[int, np.ndarray] = {}
+    if target <= 0:
+        return True
+    if not target < cap.get(cv2.CAP_PROP_FRAME_COUNT):
+        return False
+    return bool(cap.set(cv2.CAP_PROP_POS_FRAMES, target)) and (
+        int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == target
+    )
+
+
+def _read_indices(
+    cap: cv2.VideoCapture, indices: np.ndarray, start: int = 0
+) -> tuple[np.ndarray | None, int]:
+    """Decode frames ``start``.. sequentially up to the last index; keep those at ``indices``.
+
+    Only the kept frames are converted (``retrieve``), straight into one (T, H, W, 3) RGB array
+    in the order of ``indices``. Returns it (None if a frame was missing) and the position
+    reached (the video's frame count if it ended before the last index).
+    """
+    slots: dict[int, list[int]] = {}
+    for slot, index in enumerate(indices.tolist()):
+        slots.setdefault(index, []).append(slot)
+    out: np.ndarray | None = None
     last = int(indices.max())
-    n_read = 0
+    n_read = start
+    n_kept = 0
     while n_read <= last and cap.grab():
-        if n_read in wanted:
+        if n_read in slots:
             ok, bgr = cap.retrieve()
             if not ok:
                 break
-            kept[n_read] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if out is None:
+                out = np.empty((len(indices), *bgr.shape), dtype=np.uint8)
+            first, *rest = slots[n_read]
+            cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out[first])
+            for slot in rest:
+                out[slot] = out[first]
+            n_kept += 1 + len(rest)
         n_read += 1
-    return [kept[i] for i in indices.tolist() if i in kept], n_read
+    return (out if n_kept == len(indices) else None), n_read
+
+
+DECODE_THREADS = 1
+"""FFmpeg decoder threads per video. The rule runs with ``threads: 1`` (shards are the unit of
+parallelism); for small frames one thread is also faster than FFmpeg's default of one per
+core (thread hand-over costs more than it saves)."""
+
+
+def open_capture(path: Path) -> cv2.VideoCapture:
+    """``cv2.VideoCapture`` of a file with :data:`DECODE_THREADS` decoder threads."""
+    return cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, DECODE_THREADS])
+
+
+def _open_video(path: Path) -> tuple[cv2.VideoCapture, float]:
+    """An opened capture and its frame rate, or a :class:`VideoError`."""
+    if not path.is_file():
+        raise VideoError(path, "video file not found")
+    cap = open_capture(path)
+    if not cap.isOpened():
+        cap.release()
+        raise VideoError(path, "OpenCV cannot open the video (corrupt or unsupported codec)")
+    fps = float(cap.get(cv2.CAP_PROP_FPS))
+    if not math.isfinite(fps) or fps <= 0:
+        cap.release()
+        raise VideoError(path, f"the video reports no valid frame rate ({fps})")
+    return cap, fps
 
 
 def read_frames(
-    path: Path, window_s: tuple[float, float], n_frames: int
+    path: Path, window_s: tuple[float, float], n_frames: int, seek: bool = True
 ) -> tuple[np.ndarray, float]:
-    """The sampled frames (T, H, W, 3) uint8 RGB of a video, and its frame rate."""
-    if not path.is_file():
-        raise VideoError(path, "video file not found")
-    cap = cv2.VideoCapture(str(path))
+    """The sampled frames (T, H, W, 3) uint8 RGB of a video, and its frame rate.
+
+    With ``seek`` decoding starts at the first sampled frame (see :func:`_seek`); if the
+    capture cannot land there exactly, the video is reopened and read from frame 0.
+    """
+    cap, fps = _open_video(path)
     try:
-        if not cap.isOpened():
-            raise VideoError(path, "OpenCV cannot open the video (corrupt or unsupported codec)")
-        fps = float(cap.get(cv2.CAP_PROP_FPS))
-        if not math.isfinite(fps) or fps <= 0:
-            raise VideoError(path, f"the video reports no valid frame rate ({fps})")
         indices = frame_indices(sample_times(window_s, n_frames), fps)
-        frames, n_read = _read_indices(cap, indices)
+        start = int(indices.min()) if seek else 0
+        if start and not _seek(cap, start):
+            cap.release()
+            cap, _ = _open_video(path)
+            start = 0
+        frames, n_read = _read_indices(cap, indices, start)
     finally:
         cap.release()
-    if len(frames) < n_frames:
+    if frames is None:
         raise VideoError(
             path,
             f"too few frames: decoded {n_read} ({n_read / fps:.2f} s at {fps:g} fps), "
             f"window_s {list(window_s)} needs frame {int(indices.max())}",
         )
-    return np.stack(frames), fps
+    return frames, fps
 
 
 def crop_video(
@@ -271,7 +329,7 @@ def _media_frames(path: Path, kind: str, last: int) -> tuple[Iterator[np.ndarray
         return from_jpgs(), 0.0
     if not path.is_file():
         raise VideoError(path, "video file not found")
-    cap = cv2.VideoCapture(str(path))
+    cap = open_capture(path)
     if not cap.isOpened():
         cap.release()
         raise VideoError(path, "OpenCV cannot open the video (corrupt or unsupported codec)")

@@ -266,3 +266,38 @@ def test_skip_hook_and_shard_selection(dataset: tuple[dict, Path]) -> None:
     errors: list[VideoError] = []
     result = crop_faces.crop_shard(index, Path("/nonexistent"), None, settings, errors.append)
     assert len(errors) == 3 and result.frames.shape == (0, 6, 96, 96, 3)
+
+
+def _reencode(src: Path, dst: Path, *codec: str) -> Path | None:
+    """``src`` re-encoded by the bundled ffmpeg, or None where that codec is not built in."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-i", str(src), *codec, str(dst)]
+    return dst if subprocess.run(cmd, capture_output=True).returncode == 0 else None
+
+
+def test_seeking_reads_the_same_frames_as_a_sequential_read(tmp_path: Path) -> None:
+    """The seek to the window start is frame-exact (mp4v, H.264 with B-frames, VP9)."""
+    src = write_video(tmp_path / "a.mp4", _astronaut_frames(N_VIDEO_FRAMES))
+    videos = [
+        src,
+        _reencode(src, tmp_path / "b.mp4", "-c:v", "libx264", "-bf", "3", "-g", "50"),
+        _reencode(src, tmp_path / "c.webm", "-c:v", "libvpx-vp9", "-g", "40"),
+    ]
+    checked = 0
+    for video in [v for v in videos if v is not None]:
+        for window in ((2.0, 5.0), (0.3, 1.9), (4.0, 5.4)):
+            seq, fps = crop_faces.read_frames(video, window, 6, seek=False)
+            sought, fps_sought = crop_faces.read_frames(video, window, 6)
+            assert fps_sought == fps
+            np.testing.assert_array_equal(sought, seq, err_msg=f"{video.name} {window}")
+            checked += 1
+    assert checked >= 3
+
+
+def test_window_past_the_end_reports_the_frame_count(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "v.mp4", _no_face_frames(100))  # 4 s: frame 120 missing
+    with pytest.raises(VideoError, match=r"too few frames: decoded 100 .* needs frame 120"):
+        crop_faces.read_frames(video, (2.0, 5.0), 8)
