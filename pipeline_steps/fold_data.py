@@ -1,8 +1,13 @@
-"""Read one fold's inputs: index splits, labels, modality arrays, training-only normalisation."""
+"""Read one fold's inputs: index splits, labels, modality arrays, training-only normalisation.
+
+Modality arrays are :class:`~pipeline_steps.shards.ShardArray` views: rows are read from the
+shards when indexed, so a dataset does not have to fit in memory.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,7 +15,7 @@ import torch
 
 from pipeline_steps.folds import split_ids
 from pipeline_steps.layout import Layout
-from pipeline_steps.shards import read_shard, read_shards
+from pipeline_steps.shards import ShardArray
 
 VIDEO = "video"
 
@@ -21,15 +26,20 @@ def load_index(layout: Layout) -> pd.DataFrame:
     return pd.read_parquet(layout.index)
 
 
-def video_shard_paths(params: dict, layout: Layout) -> list:
+def video_shard_paths(params: dict, layout: Layout) -> list[Path]:
     return [layout.video_shard(i) for i in range(params["crop_faces"]["n_shards"])]
 
 
-def modality_array(params: dict, layout: Layout, modality: str, ids: list[str]) -> np.ndarray:
-    """The per-sample arrays of ``modality`` for ``ids``, in that order."""
+def modality_paths(params: dict, layout: Layout, modality: str) -> list[Path]:
+    """The shard file(s) holding ``modality`` (video: the crop_faces shards)."""
     if modality == VIDEO:
-        return read_shards(video_shard_paths(params, layout), ids).array
-    return read_shard(layout.physio_shard(modality), ids).array
+        return video_shard_paths(params, layout)
+    return [layout.physio_shard(modality)]
+
+
+def modality_array(params: dict, layout: Layout, modality: str, ids: list[str]) -> ShardArray:
+    """The per-sample arrays of ``modality`` for ``ids``, in that order, read lazily."""
+    return ShardArray(modality_paths(params, layout, modality), ids)
 
 
 @dataclass
@@ -55,11 +65,27 @@ class Normaliser:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, train: np.ndarray) -> Normaliser:
+    def fit(cls, train: np.ndarray | ShardArray, chunk_bytes: int = 64 << 20) -> Normaliser:
+        """Mean and std (ddof 0) per channel: over samples and time for (N, C, L) arrays,
+        over samples otherwise. Read in chunks of rows, merged in float64 (Chan et al.)."""
+        if len(train) == 0:
+            raise ValueError("cannot fit a normaliser on no training samples")
         axes = (0, 2) if train.ndim == 3 else (0,)
-        mean = train.mean(axis=axes, keepdims=True)[0]
-        std = train.std(axis=axes, keepdims=True)[0]
-        return cls(mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32))
+        row_bytes = max(1, int(np.prod(train.shape[1:])) * 8)
+        step = max(1, chunk_bytes // row_bytes)
+        count, mean, m2 = 0, 0.0, 0.0
+        for start in range(0, len(train), step):
+            block = np.asarray(train[start : start + step], dtype=np.float64)
+            block_mean = block.mean(axis=axes, keepdims=True)
+            n = block.size // block_mean.size
+            block_m2 = ((block - block_mean) ** 2).sum(axis=axes, keepdims=True)
+            delta = block_mean - mean
+            total = count + n
+            mean = mean + delta * (n / total)
+            m2 = m2 + block_m2 + delta**2 * (count * n / total)
+            count = total
+        std = np.sqrt(m2 / count)
+        return cls(mean[0].astype(np.float32), np.maximum(std[0], 1e-6).astype(np.float32))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.std).astype(np.float32)
