@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import operator
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,12 +184,17 @@ class ShardArray:
     boolean array (or a tuple starting with one of these) memory-maps the files and decodes
     only the row groups holding the requested rows, returning numpy arrays in the requested
     order. ``sample_ids`` selects and orders rows (every id must be present); the per-sample
-    ``extra`` columns (scalars) are read eagerly. Picklable (files reopen in the new process),
-    so it can sit in a ``torch.utils.data.Dataset`` used by ``DataLoader`` workers.
+    ``extra`` columns (scalars) are read eagerly. Decoded row groups are kept in an LRU cache
+    of at most ``cache_bytes`` (random training batches revisit them; 0 disables it).
+    Picklable (files reopen in the new process), so it can sit in a
+    ``torch.utils.data.Dataset`` used by ``DataLoader`` workers.
     """
 
     def __init__(
-        self, paths: Sequence[str | os.PathLike], sample_ids: Sequence[str] | None = None
+        self,
+        paths: Sequence[str | os.PathLike],
+        sample_ids: Sequence[str] | None = None,
+        cache_bytes: int = 64 << 20,
     ) -> None:
         self.paths = sorted(map(Path, paths), key=str)
         if not self.paths:
@@ -233,6 +239,9 @@ class ShardArray:
             ids = list(sample_ids)
         self.sample_ids: list[str] = ids
         self._files: dict[int, tuple[pq.ParquetFile, np.ndarray]] = {}
+        self.cache_bytes = int(cache_bytes)
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._cached = 0
 
     # --- array protocol -------------------------------------------------------------------
 
@@ -296,19 +305,35 @@ class ShardArray:
         return out
 
     def _read_rows(self, f: int, rows: np.ndarray) -> np.ndarray:
-        """Rows of file ``f`` (in the given order), decoding only their row groups, one at a
-        time (decoding a list column allocates several times the group's bytes)."""
-        parquet, starts = self._file(f)
+        """Rows of file ``f`` (in the given order), decoding only their row groups."""
+        _, starts = self._file(f)
         groups = np.searchsorted(starts, rows, side="right") - 1
         out = np.empty((len(rows), *self.row_shape), dtype=self.dtype)
         for g in np.unique(groups).tolist():
             mine = np.flatnonzero(groups == g)
-            table = parquet.read_row_group(g, columns=[self.column], use_threads=False)
-            values = [c.flatten().to_numpy(zero_copy_only=False) for c in table.column(0).chunks]
-            flat = values[0] if len(values) == 1 else np.concatenate(values)
-            block = flat.astype(self.dtype, copy=False).reshape((-1, *self.row_shape))
-            out[mine] = block[rows[mine] - starts[g]]
+            out[mine] = self._group(f, g)[rows[mine] - starts[g]]
         return out
+
+    def _group(self, f: int, g: int) -> np.ndarray:
+        """Row group ``g`` of file ``f`` as (rows, *shape), through a small LRU cache.
+
+        Groups are decoded one at a time: decoding a list column allocates several times
+        the group's bytes.
+        """
+        key = (f, g)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        parquet, _ = self._file(f)
+        table = parquet.read_row_group(g, columns=[self.column], use_threads=False)
+        values = [c.flatten().to_numpy(zero_copy_only=False) for c in table.column(0).chunks]
+        flat = values[0] if len(values) == 1 else np.concatenate(values)
+        block = flat.astype(self.dtype, copy=False).reshape((-1, *self.row_shape))
+        self._cache[key] = block
+        self._cached += block.nbytes
+        while self._cached > self.cache_bytes and self._cache:
+            self._cached -= self._cache.popitem(last=False)[1].nbytes
+        return block
 
     def _file(self, f: int) -> tuple[pq.ParquetFile, np.ndarray]:
         if f not in self._files:
@@ -319,13 +344,15 @@ class ShardArray:
         return self._files[f]
 
     def close(self) -> None:
-        """Drop the open file handles (they reopen on the next read)."""
+        """Drop the open file handles and the cache (files reopen on the next read)."""
         for parquet, _ in self._files.values():
             parquet.close()
         self._files = {}
+        self._cache.clear()
+        self._cached = 0
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_files": {}}
+        return {**self.__dict__, "_files": {}, "_cache": OrderedDict(), "_cached": 0}
 
 
 def _is_int(key: Any) -> bool:

@@ -107,6 +107,13 @@ def test_lazy_reader_matches_the_eager_one(tmp_path: Path, monkeypatch: pytest.M
         lazy[6]
     with pytest.raises(IndexError):
         lazy[np.array([0, 7])]
+    uncached = ShardArray(paths, order, cache_bytes=0)
+    np.testing.assert_array_equal(uncached[[5, 1, 5]], eager.array[[5, 1, 5]])
+    assert not uncached._cache
+    small = ShardArray(paths, order, cache_bytes=2 * 48)  # two row groups
+    for key in (slice(None), np.array([4, 0, 3, 1, 5, 2]), slice(None, None, -1)):
+        np.testing.assert_array_equal(small[key], eager.array[key])
+        assert len(small._cache) <= 2
     restored = pickle.loads(pickle.dumps(lazy))  # DataLoader workers
     np.testing.assert_array_equal(restored[[1, 2]], eager.array[[1, 2]])
 
@@ -128,6 +135,28 @@ def test_lazy_reader_checks(tmp_path: Path):
         ShardArray(paths)
 
 
+def _peak_arrow_bytes(read) -> tuple[int, np.ndarray]:
+    """Peak Arrow allocation while ``read()`` runs, and its result copied to plain numpy.
+
+    Every Arrow object made under the temporary pool is freed before the pool is.
+    """
+    default = pa.default_memory_pool()
+    pool = pa.proxy_memory_pool(default)
+    pa.set_memory_pool(pool)
+    try:
+        result = np.array(read(), copy=True)
+    finally:
+        pa.set_memory_pool(default)
+    return pool.max_memory(), result
+
+
+def _lazy_rows(path: Path, rows: list[int]) -> np.ndarray:
+    lazy = ShardArray([path], cache_bytes=0)
+    out = lazy[rows]
+    lazy.close()
+    return out
+
+
 def test_lazy_reader_reads_only_the_rows_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Indexing 3 rows of a 16 MiB shard allocates about one row group, not the column."""
     monkeypatch.setattr(shards, "ROW_GROUP_BYTES", 64 * 1024)  # one row per group
@@ -135,23 +164,8 @@ def test_lazy_reader_reads_only_the_rows_asked_for(tmp_path: Path, monkeypatch: 
     path = tmp_path / "big.parquet"
     big = np.random.default_rng(1).integers(0, 256, (n, row), dtype=np.uint8)
     write_shard(path, [f"s{i}" for i in range(n)], big, array_column="x", modality="video")
-    default = pa.default_memory_pool()
-    alive: list = []  # Arrow objects made under a pool must not outlive it
-
-    def peak_bytes(read) -> int:
-        pool = pa.proxy_memory_pool(default)
-        alive.append(pool)
-        pa.set_memory_pool(pool)
-        try:
-            alive.append(read())
-        finally:
-            pa.set_memory_pool(default)
-        return pool.max_memory()
-
-    lazy = ShardArray([path])
-    alive.append(lazy)
-    lazy_peak = peak_bytes(lambda: lazy[[200, 3, 50]])
-    eager_peak = peak_bytes(lambda: read_shard(path))
-    np.testing.assert_array_equal(alive[2], big[[200, 3, 50]])  # lazy, pool, rows
+    lazy_peak, rows = _peak_arrow_bytes(lambda: _lazy_rows(path, [200, 3, 50]))
+    eager_peak, _ = _peak_arrow_bytes(lambda: read_shard(path).array)
+    np.testing.assert_array_equal(rows, big[[200, 3, 50]])
     assert eager_peak >= n * row  # the measure sees a whole-column read
     assert lazy_peak < 32 * row, (lazy_peak, eager_peak)  # measured ~10 rows
