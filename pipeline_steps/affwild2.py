@@ -22,7 +22,7 @@ Index columns: sample_id, subject (the video's person group: ``<name>`` without 
 so both persons of a video stay in one split), video, set (Train_Set/Validation_Set), media
 (relative path of the video file or frames folder), media_kind (video|frames), region
 (full|left|right), audio (relative path of the file whose audio track is used, "" if none),
-start_frame, n_frames, valence and arousal (list<float32>, T per-frame labels).
+start_frame, n_frames, valence and arousal (list<double>, T per-frame labels).
 
 Frame-count mismatches: the usable length of a video is ``min(annotation frames, frames in the
 media)``, where the media count is the container's frame-count property (video) or the highest

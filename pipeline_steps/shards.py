@@ -14,14 +14,17 @@ extra columns             float32 / int64 / string                   per-sample 
 ========================  =========================================  ===========================
 
 The Arrow schema metadata (``mtpkdot.*`` keys, JSON-encoded values) carries
-``schema_version``, ``modality``, ``array_column``, ``shape`` (per-sample shape), ``dtype``,
-``units`` and any step-specific keys such as ``sample_rate_hz`` or ``fps``.
+``schema_version``, ``modality``, ``array_column``, ``shape`` (per-sample shape), ``dtype``
+and step-specific keys such as ``units``, ``sample_rate_hz`` or ``fps``.
 Shard kinds written by the pipeline:
 
 * video (``crop_faces``): ``frames`` uint8, shape (T, H, W, 3), RGB face crops; extra column
-  ``face_found_ratio`` (float32, share of sampled frames where a face was detected).
+  ``face_found_ratio`` (float32, share of detector calls that found a face).
 * physiology (``extract_physio``): ``signal`` float32, shape (C, L); metadata
   ``sample_rate_hz``, ``channels``, ``units``.
+* audio (``extract_audio``): ``logmel`` float32, shape (n_mels, columns), dB.
+
+A version other than :data:`SCHEMA_VERSION` is refused by both readers (:func:`read_metadata`).
 
 Rows are written in row groups of about :data:`ROW_GROUP_BYTES` so that :class:`ShardArray`
 (the lazy reader the training steps use) can read a few samples without decoding a whole
