@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from pipeline_steps import job_matrix
 from pipeline_steps.atomic import atomic_path, write_text
 from pipeline_steps.config import dataset_params, load_params, step_parser
 from pipeline_steps.layout import Layout, layout_for
@@ -498,7 +499,7 @@ def main(argv: list[str] | None = None) -> None:
     layout = layout_for(params, args.dataset)
     level = params["report"]["ci_level"]
     methods = params["train_student"]["methods"]
-    n_folds = params["index_dataset"]["n_folds"]
+    n_folds = job_matrix.n_folds(params, args.dataset)  # the folds the DAG ran
     per_fold = collect(layout, methods, n_folds)
     table = build_table(per_fold, args.dataset, level)
     teachers = teacher_table(layout, n_folds)

@@ -3,6 +3,7 @@
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline_steps.config import REPO_ROOT
+from pipeline_steps import job_matrix
+from pipeline_steps.config import REPO_ROOT, load_params, validate_params
+from tests.conftest import snakemake, tiny_params, write_project
 
 ENV = {
     **os.environ,
@@ -98,9 +101,74 @@ def test_dvc_yaml_matches_the_snakemake_dag():
     }
 
 
-@pytest.mark.parametrize("stage", ["train_modality_teacher", "train_student", "evaluate"])
-def test_dvc_fold_lists_match_n_folds(stage: str):
-    dvc = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    folds = dvc["stages"][stage]["matrix"]["fold"]
-    assert folds == list(range(params["index_dataset"]["n_folds"]))
+def test_dvc_job_lists_are_up_to_date():
+    """workflow/dvc_matrix.yaml and dvc.yaml's report fold list match params.yaml."""
+    stale = job_matrix.stale_files(load_params(REPO_ROOT / "params.yaml"), REPO_ROOT)
+    assert stale == [], f"{stale} stale: run python -m pipeline_steps.job_matrix"
+
+
+def dvc_copy(tmp_path: Path) -> Path:
+    """dvc.yaml and its job lists in a scratch DVC repo (no git)."""
+    (tmp_path / "workflow").mkdir()
+    for name in ("dvc.yaml", "workflow/dvc_matrix.yaml"):
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    from dvc.repo import Repo
+
+    Repo.init(str(tmp_path), no_scm=True).close()
+    return tmp_path
+
+
+def test_changed_folds_make_the_job_lists_stale_until_regenerated(tmp_path):
+    root = dvc_copy(tmp_path)
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["index_dataset"]["n_folds"] = raw["index_dataset"]["n_folds"] + 1
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = load_params(root / "params.yaml")
+    assert job_matrix.stale_files(params, root) == ["workflow/dvc_matrix.yaml", "dvc.yaml"]
+    job_matrix.write(params, root)
+    assert job_matrix.stale_files(params, root) == []
+    from dvc.repo import Repo
+
+    n = raw["index_dataset"]["n_folds"]
+    with Repo(str(root)) as repo:
+        stages = {s.name: s for s in repo.index.stages}
+    assert {a for a in stages if a.startswith("train_fusion_teacher@")} == {
+        f"train_fusion_teacher@biovid-{k}" for k in range(n)
+    }
+    report_deps = {Path(d.def_path).parent.name for d in stages["report@biovid"].deps}
+    assert {f"fold{k}" for k in range(n)} <= report_deps
+
+
+def test_loso_fold_counts(tmp_path):
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["index_dataset"]["loso"] = True
+    root = tmp_path / "biovid"
+    root.mkdir()
+    rows = ["subject_id\tsubject_name\tclass_id\tclass_name\tsample_id\tsample_name"]
+    for i, (subject, cls) in enumerate(
+        [("s1", "BL1"), ("s2", "PA4"), ("s3", "PA1"), ("s1", "PA4")]
+    ):
+        rows.append(f"{i}\t{subject}\t0\t{cls}\t{i}\t{subject}-{cls}-{i:03d}")
+    (root / "samples.csv").write_text("\n".join(rows) + "\n")
+    raw["datasets"]["mine"] = {**raw["datasets"]["biovid"], "demo": False, "root": str(root)}
+    raw["datasets"]["gone"] = {**raw["datasets"]["mine"], "root": str(tmp_path / "missing")}
+    params = validate_params(raw)
+    assert job_matrix.folds(params, "biovid") == list(range(raw["make_demo_data"]["n_subjects"]))
+    assert job_matrix.n_folds(params, "mine") == 2  # s3 has no BL1/PA4 sample
+    assert job_matrix.n_folds(params, "affwild2") == raw["index_dataset"]["n_folds"]
+    with pytest.raises(job_matrix.JobMatrixError, match="samples.csv"):
+        job_matrix.n_folds(params, "gone")
+
+
+def test_snakemake_dag_has_one_fold_per_subject_with_loso(tmp_path):
+    params = tiny_params()
+    params["index_dataset"]["loso"] = True
+    workdir = write_project(tmp_path / "loso", params)
+    out = snakemake(workdir, "-n", "--quiet", "rules")
+    assert out.returncode == 0, out.stdout + out.stderr
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out.stdout + out.stderr, re.MULTILINE))
+    n = params["make_demo_data"]["n_subjects"]
+    assert int(counts["train_fusion_teacher"]) == n
+    assert int(counts["evaluate"]) == n * len(
+        load_params(REPO_ROOT / "params.yaml")["train_student"]["methods"]
+    )

@@ -1,10 +1,12 @@
 # Shared helpers: validated config, paths (pipeline_steps.layout), input functions.
+import functools
 import hashlib
 from pathlib import Path
 
 import yaml
 
 from pipeline_steps.config import validate_params
+from pipeline_steps.job_matrix import folds
 from pipeline_steps.layout import Layout
 
 config.update(
@@ -15,7 +17,6 @@ PHYSIO = ("eda", "ecg", "emg")
 ENV = "../../environment.yml"
 L = Layout(config["run"]["results_dir"], "{dataset}")
 N_SHARDS = config["crop_faces"]["n_shards"]
-N_FOLDS = config["index_dataset"]["n_folds"]
 METHODS = config["train_student"]["methods"]
 
 
@@ -44,6 +45,12 @@ wildcard_constraints:
     modality="|".join(("video", "audio") + PHYSIO),
     physio="|".join(PHYSIO),
     method="|".join(("visual_only", "pkd", "pkdot", "mtpkdot")),
+
+
+@functools.cache
+def get_folds(dataset: str) -> list[int]:
+    """The dataset's folds: n_folds, or one per subject with index_dataset.loso."""
+    return folds(config, dataset)
 
 
 def dataset_cfg(wildcards):
@@ -91,7 +98,7 @@ def get_fold_evaluations(wildcards):
     return expand(
         str(L.evaluation("{fold}", "{method}")),
         dataset=wildcards.dataset,
-        fold=range(N_FOLDS),
+        fold=get_folds(wildcards.dataset),
         method=METHODS,
     )
 
@@ -100,7 +107,7 @@ def get_teacher_evaluations(wildcards):
     return expand(
         str(L.teacher_evaluation("{fold}")),
         dataset=wildcards.dataset,
-        fold=range(N_FOLDS),
+        fold=get_folds(wildcards.dataset),
     )
 
 
@@ -116,11 +123,11 @@ def get_final_outputs(wildcards):
         for d in config["run"]["datasets"]
         for p in (L.report_csv, L.report_md, L.root / "report.html")
     ]
-    teachers = expand(
-        str(L.teacher_evaluation("{fold}")),
-        dataset=config["run"]["datasets"],
-        fold=range(N_FOLDS),
-    )
+    teachers = [
+        str(L.teacher_evaluation(k)).format(dataset=d)
+        for d in config["run"]["datasets"]
+        for k in get_folds(d)
+    ]
     return reports + teachers
 
 
