@@ -151,7 +151,8 @@ def _video_rows(
     """The index fields shared by a video's windows, and its usable length."""
     name, region = person_group(video)
     if not _NAME.match(video):
-        raise DatasetError(f"{video!r}: video name would resolve outside the dataset root")
+        source = annotation_dir(root) / set_name / f"{video}.txt"
+        raise DatasetError(f"{source}: video name {video!r} would resolve outside the dataset root")
     audio = ""
     if name in videos:
         media, kind = videos[name], "video"

@@ -108,3 +108,58 @@ def test_process_file_refuses_missing_and_non_numeric(tmp_path: Path):
     path.write_text("\n".join(text) + "\n")
     with pytest.raises(DatasetError, match="non-numeric or empty"):
         process_file(path, "gsr", [0.5, 5.5], 64)
+
+
+def _physio_project(tmp_path: Path, policy: str, files: dict[str, str]) -> tuple[list[str], dict]:
+    """An index of ``files`` (sample -> defect: '', 'flat', 'missing', 'short') and params."""
+    import yaml
+
+    from pipeline_steps.config import REPO_ROOT, load_params
+    from pipeline_steps.layout import layout_for
+
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["run"]["results_dir"] = str(tmp_path / "results")
+    raw["datasets"]["biovid"]["root"] = str(tmp_path / "data")
+    raw["index_dataset"]["on_bad_sample"] = policy
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = load_params(tmp_path / "params.yaml")
+    rel = {s: f"biosignals_filtered/s/{s}_bio.csv" for s in files}
+    for sample, defect in files.items():
+        if defect != "missing":
+            kwargs = {"flat": defect == "flat", "n_rows": 1000 if defect == "short" else 2816}
+            write_bio(tmp_path / "data" / rel[sample], **kwargs)
+    index = pd.DataFrame({"sample_id": list(files), "biosignals": list(rel.values())})
+    path = layout_for(params, "biovid").index
+    path.parent.mkdir(parents=True)
+    index.to_parquet(path)
+    argv = ["--params", str(tmp_path / "params.yaml"), "--dataset", "biovid", "--modality", "eda"]
+    return argv, params
+
+
+def test_extract_physio_skips_and_records_bad_files(tmp_path: Path):
+    """A file that went bad after indexing: skipped from the shard and recorded, or named."""
+    from pipeline_steps import extract_physio
+    from pipeline_steps.layout import layout_for
+    from pipeline_steps.qc import read_report
+    from pipeline_steps.shards import read_shard
+
+    files = {"a": "", "b": "flat", "c": "missing", "d": "short"}
+    argv, params = _physio_project(tmp_path / "skip", "skip", files)
+    extract_physio.main(argv)
+    layout = layout_for(params, "biovid")
+    assert read_shard(layout.physio_shard("eda")).sample_ids == ["a"]
+    report = read_report(layout)
+    reasons = {e["sample_id"]: e for e in report["skipped"]}
+    assert set(reasons) == {"b", "c", "d"}
+    assert reasons["b"]["reason"] == "column gsr is a flat line"
+    assert reasons["c"]["reason"] == "biosignal file not found"
+    assert "truncated" in reasons["d"]["reason"]
+    assert all(e["file"].endswith(f"{s}_bio.csv") for s, e in reasons.items())
+
+    argv, _ = _physio_project(tmp_path / "error", "error", files)
+    with pytest.raises(DatasetError, match=r"b_bio\.csv: column gsr is a flat line"):
+        extract_physio.main(argv)
+    argv, _ = _physio_project(tmp_path / "empty", "skip", {"b": "flat", "c": "missing"})
+    with pytest.raises(DatasetError, match="no usable eda sample left"):
+        extract_physio.main(argv)

@@ -24,6 +24,7 @@ from pipeline_steps.face_detector import (
     square_boxes,
 )
 from pipeline_steps.layout import layout_for
+from pipeline_steps.qc import read_report
 from pipeline_steps.shards import read_shard, read_shards
 
 FPS = 25
@@ -216,6 +217,11 @@ def test_end_to_end(dataset: tuple[dict, Path], capsys: pytest.CaptureFixture) -
     assert shard.extra["face_found_ratio"].dtype == np.float32
     assert all(ratio[s] == 1.0 for s in ("s1_a", "s2_b", "s3_c"))
     assert ratio["s4_d"] == 0.0
+    report = read_report(layout)  # the face-less clip is kept, and listed as a warning
+    assert report["n_skipped"] == 0
+    (warning,) = report["warnings"]
+    assert warning["sample_id"] == "s4_d" and warning["file"].endswith("video/s4_d.mp4")
+    assert warning["reason"] == "no face found: centre crop used"
 
     # face crops are centred on a face of the expected size (side = face * (1 + 2 margin))
     with FaceDetector("auto") as det:
@@ -301,3 +307,97 @@ def test_window_past_the_end_reports_the_frame_count(tmp_path: Path) -> None:
     video = write_video(tmp_path / "v.mp4", _no_face_frames(100))  # 4 s: frame 120 missing
     with pytest.raises(VideoError, match=r"too few frames: decoded 100 .* needs frame 120"):
         crop_faces.read_frames(video, (2.0, 5.0), 8)
+
+
+# --- container frame count above the decodable frames ---------------------------------------
+
+
+def truncated_video(path: Path, frames_rgb: np.ndarray, keep: float) -> tuple[Path, int]:
+    """A faststart mp4 cut to ``keep`` of its bytes: the container still reports every frame,
+    decoding ends early. Returns the path and the number of frames that decode."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    full = write_video(path.with_name(f"full-{path.name}"), frames_rgb)
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-i", str(full), "-c", "copy"]
+    subprocess.run([*cmd, "-movflags", "+faststart", str(path)], check=True)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    cap = cv2.VideoCapture(str(path))
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == len(frames_rgb)
+    n = 0
+    while cap.grab():
+        n += 1
+    cap.release()
+    assert 0 < n < len(frames_rgb)
+    return path, n
+
+
+def _noise_frames(n: int) -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
+
+
+def test_truncated_video_is_named_or_skipped(dataset: tuple[dict, Path], tmp_path: Path) -> None:
+    """BioVid: a video whose container claims more frames than decode is a bad sample."""
+    params, _ = dataset
+    root = Path(params["datasets"]["biovid"]["root"])
+    video, n = truncated_video(root / "video" / "cut.mp4", _noise_frames(N_VIDEO_FRAMES), 0.5)
+    assert n < 121  # frame 120 (4.8 s) is needed
+    with pytest.raises(VideoError, match=rf"cut\.mp4: too few frames: decoded {n} "):
+        crop_faces.read_frames(video, (2.0, 5.0), 8)
+    skip = {
+        **params,
+        "run": {**params["run"], "results_dir": str(tmp_path)},
+        "index_dataset": {**params["index_dataset"], "on_bad_sample": "skip"},
+        "crop_faces": {**params["crop_faces"], "n_shards": 1},
+    }
+    rows = {"s1_a": "video/s1_a.mp4", "zz_cut": "video/cut.mp4", "zz_gone": "video/gone.mp4"}
+    _write_index(skip, pd.DataFrame({"sample_id": list(rows), "video": list(rows.values())}))
+    out = crop_faces.run(skip, "biovid", 0)
+    assert read_shard(out).sample_ids == ["s1_a"]
+    report = read_report(layout_for(skip, "biovid"))
+    found = {e["sample_id"]: e for e in report["skipped"]}
+    assert set(found) == {"zz_cut", "zz_gone"} and report["policy"] == ["skip"]
+    assert found["zz_cut"]["file"].endswith("video/cut.mp4")
+    assert found["zz_cut"]["reason"].startswith(f"too few frames: decoded {n}")
+    assert found["zz_gone"]["reason"] == "video file not found"
+
+
+def test_affwild2_over_reported_frames_within_tolerance(tmp_path: Path) -> None:
+    """Aff-Wild2 windows: up to FRAME_TOLERANCE missing end frames repeat the last decoded
+    frame; more is an error naming the file."""
+    from pipeline_steps.affwild2 import FRAME_TOLERANCE
+
+    frames = _noise_frames(100)
+    video, n = truncated_video(tmp_path / "v.mp4", frames, 0.9)
+    assert n + FRAME_TOLERANCE < 100
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    settings = crop_faces.CropSettings.from_params({**params["crop_faces"], "size": 32})
+
+    def window(last: int) -> pd.DataFrame:
+        t = 6
+        return pd.DataFrame(
+            {
+                "sample_id": [f"v@{last - t + 1:06d}"],
+                "video": ["v"],
+                "start_frame": [last - t + 1],
+                "n_frames": [t],
+                "media": ["v.mp4"],
+                "media_kind": ["video"],
+                "region": ["full"],
+            }
+        )
+
+    with FaceDetector("auto") as det:
+        ok = crop_faces.crop_windows(window(n - 1 + FRAME_TOLERANCE), tmp_path, det, settings)
+        assert ok.sample_ids == [f"v@{n - 6 + FRAME_TOLERANCE:06d}"]
+        held = ok.frames[0, -FRAME_TOLERANCE - 1 :]
+        assert all(np.array_equal(held[0], h) for h in held[1:])  # last decoded frame repeated
+        with pytest.raises(VideoError, match=rf"v\.mp4: decoding ended at frame {n}"):
+            crop_faces.crop_windows(window(n + FRAME_TOLERANCE), tmp_path, det, settings)
+        errors: list[VideoError] = []
+        skipped = crop_faces.crop_windows(
+            window(n + FRAME_TOLERANCE), tmp_path, det, settings, errors.append
+        )
+    assert not skipped.sample_ids and [e.sample_id for e in errors] == [f"v@{n - 3:06d}"]

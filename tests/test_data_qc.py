@@ -232,3 +232,79 @@ def test_affwild2_windows_frames_layout_and_mismatch(tmp_path: Path) -> None:
     assert set(split.loc[split["set"] == "Validation_Set", "split_0"]) == {"test"}
     val = set(split.loc[split["split_0"] == "val", "subject"])
     assert len(val) == 1 and not val & set(split.loc[split["split_0"] == "train", "subject"])
+
+
+def test_video_with_fewer_decodable_frames_than_its_container_claims(tmp_path: Path) -> None:
+    """The container reports every frame but the file was cut: index_dataset seeks to the last
+    needed frame and names the file."""
+    from tests.test_crop_faces import truncated_video
+
+    video, n = truncated_video(tmp_path / "cut.mp4", _lfw_frames(138, 0), 0.5)
+    assert n < 125
+    with pytest.raises(DatasetError, match=r"cut\.mp4: frame 124 cannot be decoded \(truncated"):
+        index_dataset.check_video(video, [2.0, 5.0])
+
+
+def test_names_outside_the_root_are_skipped_and_recorded(tmp_path: Path) -> None:
+    biovid_tree(tmp_path / "data", {}, 6)
+    samples = (tmp_path / "data" / "samples.csv").read_text().splitlines()
+    samples.append("\t".join(["9", "..", "0", "BL1", "98", "x-BL1-001"]))
+    samples.append("\t".join(["9", "s1", "0", "BL1", "97", "../../etc/passwd"]))
+    (tmp_path / "data" / "samples.csv").write_text("\n".join(samples) + "\n")
+    params, path = params_for(tmp_path, "skip")
+    index_dataset.main(["--params", str(path), "--dataset", "biovid"])
+    layout = layout_for(params, "biovid")
+    index = pd.read_parquet(layout.index)
+    assert len(index) == 12 and not index["video"].str.contains(r"\.\.").any()
+    report = json.loads(layout.qc_report.read_text())
+    outside = [e for e in report["skipped"] if "outside the dataset root" in e["reason"]]
+    assert {e["sample_id"] for e in outside} == {"x-BL1-001", "../../etc/passwd"}
+    assert all(e["file"].endswith("samples.csv") for e in outside)
+
+
+def _affwild2_root(tmp_path: Path, videos: dict[str, tuple[int, int]]) -> Path:
+    """Frames-layout Aff-Wild2: ``video -> (label lines, jpg frames)``; 0 frames = no media."""
+    import cv2
+
+    root = tmp_path / "aw"
+    ann = root / "annotations" / "VA_Estimation_Challenge"
+    for k, (video, (n_labels, n_frames)) in enumerate(videos.items()):
+        set_name = "Validation_Set" if k == 0 else "Train_Set"
+        write_ann(ann / set_name / f"{video}.txt", [(0.1, 0.2)] * n_labels)
+        for i in range(n_frames):
+            folder = root / "cropped_aligned" / video
+            folder.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / f"{i + 1:05d}.jpg"), np.full((8, 8, 3), i, np.uint8))
+    return root
+
+
+def test_affwild2_label_and_frame_counts_that_disagree(tmp_path: Path) -> None:
+    """Off by one: silently the shorter length; beyond the tolerance: also a QC warning."""
+    root = _affwild2_root(tmp_path, {"a": (17, 16), "b": (16, 16), "c": (12, 16)})
+    qc = QcLog("index_dataset", "skip")
+    windows = read_windows(root, {"window_frames": 4}, qc)
+    last = windows.groupby("video")["start_frame"].max().to_dict()
+    assert last == {"a": 12, "b": 12, "c": 8}  # usable length min(labels, frames)
+    assert not qc.skipped
+    (warning,) = qc.warnings
+    assert warning["sample_id"] == "c" and warning["file"].endswith("cropped_aligned/c")
+    assert warning["reason"] == "12 labelled frames, 16 in the media"
+
+
+def test_affwild2_missing_media_and_bad_names(tmp_path: Path) -> None:
+    root = _affwild2_root(tmp_path / "m", {"a": (8, 8), "b": (8, 8), "nomedia": (8, 0)})
+    with pytest.raises(DatasetError, match=r"aw: no video videos/\*\*/nomedia\.mp4\|\.avi"):
+        read_windows(root, {"window_frames": 4})
+    root = _affwild2_root(tmp_path / "n", {"a": (8, 8), ".x": (8, 8)})
+    with pytest.raises(DatasetError, match=r"Train_Set/\.x\.txt: video name '\.x' would resolve"):
+        read_windows(root, {"window_frames": 4})
+    videos = {"a": (8, 8), "b": (8, 8), "nomedia": (8, 0), ".x": (8, 8)}
+    qc = QcLog("index_dataset", "skip")
+    windows = read_windows(_affwild2_root(tmp_path / "s", videos), {"window_frames": 4}, qc)
+    assert set(windows["video"]) == {"a", "b"}
+    reasons = {e["sample_id"]: e["reason"] for e in qc.skipped}
+    assert set(reasons) == {"nomedia", ".x"}
+    assert "would resolve outside the dataset root" in reasons[".x"]
+    empty = _affwild2_root(tmp_path / "e", {"a": (3, 3), "b": (3, 3)})
+    with pytest.raises(DatasetError, match="no window of 4 frames"):
+        read_windows(empty, {"window_frames": 4})  # empty dataset after filtering
