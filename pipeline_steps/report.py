@@ -3,7 +3,9 @@
 Writes, under ``results/<dataset>/``:
 
 - ``report.csv``, ``report.md``: one row per method, mean, std and the t-interval of the mean
-  over folds (the interval is clipped to the metric's range [0, 1]);
+  over folds of each test metric (the interval is clipped to the metric's range): accuracy and
+  macro-F1 for a classification dataset, CCC of valence, arousal and their mean for a
+  regression dataset (``datasets.<name>.task``; the names ``evaluate`` writes);
 - ``report.html``: a self-contained page (figures embedded) with the table, per-fold results,
   training curves, the student's similarity matrices at 0/50/100 % of training (paper fig. 4)
   and a 2-D PCA of teacher representations before/after alignment (fig. 5);
@@ -39,9 +41,35 @@ from pipeline_steps.config import dataset_params, load_params, step_parser
 from pipeline_steps.layout import Layout, layout_for
 from pipeline_steps.progress import progress
 
-METRICS = ("accuracy", "macro_f1")
-METRIC_RANGE = (0.0, 1.0)
-CURVE_KEYS = ("train_loss", "val_loss", "val_accuracy")
+TASK_METRICS = {
+    "classification": ("accuracy", "macro_f1"),
+    "regression": ("ccc_valence", "ccc_arousal", "ccc_mean"),
+}
+METRICS = TASK_METRICS["classification"]
+LABELS = {
+    "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
+    "ccc_valence": "CCC valence",
+    "ccc_arousal": "CCC arousal",
+    "ccc_mean": "CCC mean",
+}
+RANGES = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0)} | {
+    m: (-1.0, 1.0) for m in TASK_METRICS["regression"]
+}
+CURVE_KEYS = ("train_loss", "val_loss", "val_accuracy", "val_ccc_mean")
+
+
+def metrics_in(frame: pd.DataFrame) -> tuple[str, ...]:
+    """The task metrics a per-fold frame or a table holds (classification when empty)."""
+    for metrics in TASK_METRICS.values():
+        if all(m in frame.columns or f"{m}_mean" in frame.columns for m in metrics):
+            return metrics
+    return METRICS
+
+
+def headline(metrics: tuple[str, ...]) -> str:
+    """The metric of the per-fold table and figure: accuracy, or mean CCC."""
+    return "ccc_mean" if "ccc_mean" in metrics else metrics[0]
 
 
 # ----------------------------------------------------------------------------- table
@@ -60,8 +88,12 @@ def summarise(values: list[float], level: float) -> dict[str, float]:
     return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
 
 
-def collect(layout: Layout, methods: list[str], n_folds: int) -> pd.DataFrame:
-    """Per-fold test metrics of every method (all folds must be present)."""
+def collect(
+    layout: Layout, methods: list[str], n_folds: int, metrics: tuple[str, ...] | None = None
+) -> pd.DataFrame:
+    """Per-fold test metrics of every method (all folds must be present).
+
+    ``metrics``: the task's (:data:`TASK_METRICS`); by default those of the first result."""
     rows = []
     for method in methods:
         for fold in range(n_folds):
@@ -69,17 +101,22 @@ def collect(layout: Layout, methods: list[str], n_folds: int) -> pd.DataFrame:
             if not path.exists():
                 raise FileNotFoundError(f"{path}: evaluation missing; run evaluate first")
             result = json.loads(path.read_text())
-            rows.append({"method": method, "fold": fold, **{m: result[m] for m in METRICS}})
+            if metrics is None:
+                metrics = metrics_in(pd.DataFrame(columns=list(result)))
+            missing = [m for m in metrics if m not in result]
+            if missing:
+                raise KeyError(f"{path}: no {missing} (has {sorted(result)})")
+            rows.append({"method": method, "fold": fold, **{m: result[m] for m in metrics}})
     return pd.DataFrame(rows)
 
 
 def build_table(per_fold: pd.DataFrame, dataset: str, level: float) -> pd.DataFrame:
-    """One row per method; the t-interval is clipped to the metric range [0, 1]."""
-    lo, hi = METRIC_RANGE
+    """One row per method; each t-interval is clipped to its metric's range."""
     rows = []
     for method, group in per_fold.groupby("method", sort=False):
         row = {"dataset": dataset, "method": method, "n_folds": len(group)}
-        for metric in METRICS:
+        for metric in metrics_in(per_fold):
+            lo, hi = RANGES[metric]
             s = summarise(group[metric].tolist(), level)
             s["ci_low"], s["ci_high"] = max(lo, s["ci_low"]), min(hi, s["ci_high"])
             for key, value in s.items():
@@ -116,11 +153,19 @@ def teacher_table(layout: Layout, n_folds: int) -> pd.DataFrame | None:
     )
 
 
-def ci_note(level: float) -> str:
+def ci_note(level: float, metrics: tuple[str, ...] = METRICS) -> str:
     pct = int(round(level * 100))
+    lo, hi = (f"{v:g}" for v in RANGES[metrics[0]])
     return (
         f"Mean ± sample std over test folds; [{pct}% t-interval of the mean], clipped to the "
-        "metric range [0, 1]."
+        f"metric range [{lo}, {hi}]."
+    )
+
+
+def _cell(r: dict, m: str) -> str:
+    return (
+        f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f} "
+        f"[{r[f'{m}_ci_low']:.3f}, {r[f'{m}_ci_high']:.3f}]"
     )
 
 
@@ -131,24 +176,23 @@ def to_markdown(
     teachers: pd.DataFrame | None = None,
 ) -> str:
     pct = int(round(level * 100))
+    metrics = metrics_in(table)
     lines = [
-        f"| dataset | method | folds | accuracy mean ± std [{pct}% CI] "
-        f"| macro-F1 mean ± std [{pct}% CI] |",
-        "|---|---|---|---|---|",
+        "| dataset | method | folds | "
+        + " | ".join(f"{LABELS[m]} mean ± std [{pct}% CI]" for m in metrics)
+        + " |",
+        "|---" * (3 + len(metrics)) + "|",
     ]
     for r in table.to_dict("records"):
-        cells = [
-            f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f} "
-            f"[{r[f'{m}_ci_low']:.3f}, {r[f'{m}_ci_high']:.3f}]"
-            for m in METRICS
-        ]
+        cells = [_cell(r, m) for m in metrics]
         lines.append(
             f"| {r['dataset']} | {r['method']} | {r['n_folds']} | " + " | ".join(cells) + " |"
         )
-    lines += ["", ci_note(level)]
+    lines += ["", ci_note(level, metrics)]
     if per_fold is not None:
-        wide = per_fold_wide(per_fold, "accuracy")
-        lines += ["", "Per-fold test accuracy:", ""]
+        key = headline(metrics)
+        wide = per_fold_wide(per_fold, key)
+        lines += ["", f"Per-fold test {LABELS[key]}:", ""]
         lines.append("| method | " + " | ".join(f"fold {f}" for f in wide.columns) + " |")
         lines.append("|---" * (len(wide.columns) + 1) + "|")
         for method, row in wide.iterrows():
@@ -243,15 +287,16 @@ def _pyplot():
 
 def fig_per_fold(per_fold: pd.DataFrame):  # noqa: ANN201
     plt = _pyplot()
-    wide = per_fold_wide(per_fold, "accuracy")
+    key = headline(metrics_in(per_fold))
+    wide = per_fold_wide(per_fold, key)
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     x = np.arange(len(wide.columns))
     width = 0.8 / max(1, len(wide.index))
     for i, (method, row) in enumerate(wide.iterrows()):
         ax.bar(x + i * width, row.to_numpy(), width, label=method)
     ax.set_xticks(x + 0.4 - width / 2, [f"fold {f}" for f in wide.columns])
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("test accuracy")
+    ax.set_ylim(*RANGES[key])
+    ax.set_ylabel(f"test {LABELS[key]}")
     ax.legend(fontsize=8, ncols=min(4, len(wide.index)))
     fig.tight_layout()
     return fig
@@ -387,12 +432,8 @@ def _html_table(frame: pd.DataFrame, fmt: str = "{:.3f}") -> str:
 def summary_frame(table: pd.DataFrame, level: float) -> pd.DataFrame:
     pct = int(round(level * 100))
     out = table[["dataset", "method", "n_folds"]].copy()
-    for m in METRICS:
-        out[f"{m} mean ± std [{pct}% CI]"] = [
-            f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f} "
-            f"[{r[f'{m}_ci_low']:.3f}, {r[f'{m}_ci_high']:.3f}]"
-            for r in table.to_dict("records")
-        ]
+    for m in metrics_in(table):
+        out[f"{LABELS[m]} mean ± std [{pct}% CI]"] = [_cell(r, m) for r in table.to_dict("records")]
     return out
 
 
@@ -409,14 +450,14 @@ def to_html(
         f"<h1>MT-PKDOT results: {html.escape(dataset)}</h1>",
         "<h2>Method × dataset</h2>",
         _html_table(summary_frame(table, level)),
-        f'<p class="note">{html.escape(ci_note(level))}</p>',
+        f'<p class="note">{html.escape(ci_note(level, metrics_in(per_fold)))}</p>',
         "<h2>Per-fold test results</h2>",
     ]
-    for m in METRICS:
+    for m in metrics_in(per_fold):
         wide = per_fold_wide(per_fold, m)
         frame = wide.reset_index()
         frame.columns = ["method", *[f"fold {f}" for f in wide.columns]]
-        parts += [f"<h3>{m.replace('_', '-')}</h3>", _html_table(frame)]
+        parts += [f"<h3>{html.escape(LABELS[m])}</h3>", _html_table(frame)]
     if teachers is not None:
         parts += [
             "<h2>Teachers and missing-modality robustness</h2>",
@@ -447,17 +488,18 @@ def make_figures(
     tasks = ["per_fold", "curves", "similarity", "embeddings"]
     for task in progress(tasks, desc="[report] figures"):
         if task == "per_fold":
-            out["Per-fold test accuracy"] = (
+            label = LABELS[headline(metrics_in(per_fold))]
+            out[f"Per-fold test {label}"] = (
                 save_figure(fig_per_fold(per_fold), figs / "per_fold.png"),
-                "Test accuracy of each method on each fold's held-out subjects.",
+                f"Test {label} of each method on each fold's test set.",
             )
         elif task == "curves":
             hist = load_histories(layout, methods, n_folds)
             out["Training curves"] = (
                 (
                     save_figure(fig_curves(hist), figs / "curves.png"),
-                    "Student training loss, validation loss and accuracy per epoch "
-                    "(mean over folds).",
+                    "Student training loss, validation loss and validation score per "
+                    "epoch (mean over folds).",
                 )
                 if hist
                 else (None, "No per-epoch history found (history CSVs or MLflow runs).")
@@ -495,12 +537,12 @@ def make_figures(
 def main(argv: list[str] | None = None) -> None:
     args = step_parser(__doc__).parse_args(argv)
     params = load_params(args.params)
-    dataset_params(params, args.dataset)
+    task = dataset_params(params, args.dataset)["task"]
     layout = layout_for(params, args.dataset)
     level = params["report"]["ci_level"]
     methods = params["train_student"]["methods"]
     n_folds = job_matrix.n_folds(params, args.dataset)  # the folds the DAG ran
-    per_fold = collect(layout, methods, n_folds)
+    per_fold = collect(layout, methods, n_folds, TASK_METRICS[task])
     table = build_table(per_fold, args.dataset, level)
     teachers = teacher_table(layout, n_folds)
     markdown = to_markdown(table, level, per_fold, teachers)
@@ -521,7 +563,9 @@ def _log_to_parent(params: dict, dataset: str, layout: Layout, table: pd.DataFra
 
     run = StageRun(client(), parent_run_id(params, dataset, layout))
     means = {
-        f"{r['method']}.{m}_mean": r[f"{m}_mean"] for r in table.to_dict("records") for m in METRICS
+        f"{r['method']}.{m}_mean": r[f"{m}_mean"]
+        for r in table.to_dict("records")
+        for m in metrics_in(table)
     }
     run.log_metrics({k: v for k, v in means.items() if math.isfinite(v)})
     for path in (layout.report_csv, layout.report_md, layout.report_html):

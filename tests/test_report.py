@@ -168,3 +168,67 @@ def test_teacher_table_over_folds(tmp_path):
     assert table.loc["eda teacher", "accuracy std"] == pytest.approx(0.1414214, rel=1e-6)
     markdown = report.to_markdown(pd.DataFrame(), 0.95, None, table.reset_index())
     assert "| fusion without eda | 0.700 | 0.141 |" in markdown
+
+
+def fake_regression_results(root: Path) -> Layout:
+    """Aff-Wild2-like evaluations: CCC of valence and arousal and their mean, per fold."""
+    layout = Layout(root / "results", "affwild2")
+    for fold, (v, a) in enumerate([(0.30, 0.50), (0.40, 0.60), (0.35, -0.20)]):
+        for method in METHODS:
+            shift = 0.1 if method == "mtpkdot" else 0.0
+            result = {"ccc_valence": v + shift, "ccc_arousal": a, "n": 10}
+            result["ccc_mean"] = (result["ccc_valence"] + a) / 2
+            path = layout.evaluation(fold, method)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"method": method, "fold": fold, **result}))
+    return layout
+
+
+def test_regression_report_shows_ccc_over_folds(tmp_path):
+    layout = fake_regression_results(tmp_path)
+    per_fold = report.collect(layout, METHODS, N_FOLDS)  # metrics taken from the results
+    assert report.metrics_in(per_fold) == ("ccc_valence", "ccc_arousal", "ccc_mean")
+    table = report.build_table(per_fold, "affwild2", 0.95)
+    row = table.set_index("method").loc["mtpkdot"]
+    assert row["ccc_valence_mean"] == pytest.approx(0.45)
+    assert row["ccc_valence_std"] == pytest.approx(0.05)
+    assert row["ccc_mean_mean"] == pytest.approx((0.45 + 0.3) / 2)
+    # CCC lies in [-1, 1]: arousal's wide interval goes below 0 and is clipped at 1
+    assert -1.0 < row["ccc_arousal_ci_low"] < 0.0 and row["ccc_arousal_ci_high"] == 1.0
+    assert "accuracy_mean" not in table.columns
+
+    csv = tmp_path / "report.csv"
+    table.to_csv(csv, index=False)
+    columns = pd.read_csv(csv).columns
+    for metric in ("ccc_valence", "ccc_arousal", "ccc_mean"):
+        assert {f"{metric}_{k}" for k in ("mean", "std", "ci_low", "ci_high")} <= set(columns)
+
+    md = report.to_markdown(table, 0.95, per_fold)
+    assert "CCC valence mean ± std [95% CI]" in md and "CCC arousal" in md
+    assert "CCC mean mean ± std [95% CI]" in md and "accuracy" not in md
+    assert "| affwild2 | mtpkdot | 3 | 0.450 ± 0.050 [0.326, 0.574] |" in md
+    assert "clipped to the metric range [-1, 1]" in md and "Per-fold test CCC mean:" in md
+
+    figs = tmp_path / "figures"
+    figs.mkdir()
+    figures = report.make_figures(layout, per_fold, METHODS, N_FOLDS, figs)
+    page = report.to_html("affwild2", table, per_fold, 0.95, figures)
+    assert "CCC valence mean ± std [95% CI]" in page and "<h3>CCC arousal</h3>" in page
+    assert "Per-fold test CCC mean" in page and "accuracy" not in page.lower()
+
+
+def test_classification_report_keeps_accuracy_and_macro_f1(tmp_path):
+    layout = fake_results(tmp_path, artifacts=False)
+    per_fold = report.collect(layout, METHODS, N_FOLDS, report.TASK_METRICS["classification"])
+    table = report.build_table(per_fold, "biovid", 0.95)
+    assert {"accuracy_mean", "macro_f1_ci_high"} <= set(table.columns)
+    assert not any(c.startswith("ccc") for c in table.columns)
+    md = report.to_markdown(table, 0.95, per_fold)
+    assert "accuracy mean ± std [95% CI] | macro-F1 mean ± std [95% CI] |" in md
+    assert "Per-fold test accuracy:" in md and "CCC" not in md
+
+
+def test_a_result_without_the_task_metrics_is_an_error(tmp_path):
+    layout = fake_results(tmp_path, artifacts=False)
+    with pytest.raises(KeyError, match="ccc_valence"):
+        report.collect(layout, METHODS, N_FOLDS, report.TASK_METRICS["regression"])
