@@ -10,16 +10,18 @@ Conventions (those of geomloss, see METHOD.md Part 2, 4.4):
 A Sinkhorn update is the soft-min ``f_i = -eps log sum_j b_j exp((g_j - C_ij) / eps)``.
 The sub-problems (x, y), (x, x), (y, y) are stacked so that each update is one fused
 log-sum-exp (in base 2) over a batch of cost matrices. Where it is safe, the same update
-is a matrix-vector product on a kernel ``exp(-C / eps)`` (fewer passes over memory): in the
-coarse steps of epsilon-scaling, where ``C / eps`` is small, and, with a fixed eps, once
-the potentials settle, on a kernel into which they are absorbed (log-stabilized scaling),
-falling back to the log domain whenever that would lose accuracy.
+is a matrix-vector product on a kernel (fewer passes over memory, no exp per update):
+``exp(-C / eps)`` in the coarse steps of epsilon-scaling, where ``C / eps`` is small; a
+kernel into which the current potentials are absorbed (log-stabilized scaling) in its fine
+steps and final update, and in the fixed-eps iterations after the first one. Every such
+update is range-checked and falls back to the log domain whenever it would lose accuracy.
 
-The solver runs without autograd; the last update keeps its soft-max weights ``P``
-(row-stochastic), which give the gradient of the envelope theorem in closed form, e.g.
-``d <a, f> / d x_i = a_i (x_i - sum_j P_ij y_j)`` (the gradient of the last update
-differentiated with detached potentials, as geomloss does). It is exact at convergence and
-supports one backward pass (no double backward). Weights ``a`` and ``b`` are constants.
+The solver runs without autograd; its last update keeps its soft-max weights ``P``
+(row-stochastic, held as a scaled kernel), which give the gradient of the envelope theorem
+in closed form, e.g. ``d <a, f> / d x_i = a_i (x_i - sum_j P_ij y_j)`` (the gradient of the
+last update differentiated with detached potentials, as geomloss does). Backward therefore
+costs a few matrix products instead of unrolling the iterations. It is exact at convergence
+and supports one backward pass (no double backward). Weights ``a`` and ``b`` are constants.
 """
 
 from __future__ import annotations
@@ -55,38 +57,45 @@ _Solver = Callable[
 def _stacked_costs(us: list[Tensor], vs: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     """Costs ``1/2 |u_i - v_j|^2`` of K pairs of (P, N, D), (P, M, D) clouds: (K, P, N, M).
 
-    One batched matrix product of the augmented points ``(u, |u|^2 / 2, 1)`` and
-    ``(-v, 1, |v|^2 / 2)``. Also returns the stacked clouds U (K, P, N, D), V (K, P, M, D).
+    ``|u_i|^2 / 2 + |v_j|^2 / 2 - <u_i, v_j>`` by one batched matrix product. Also returns
+    the stacked clouds U (K, P, N, D), V (K, P, M, D).
     """
     u, v = torch.stack(us), torch.stack(vs)
     k, p, n, d = u.shape
     m = v.shape[2]
-    half_uu = (u * u).sum(-1, keepdim=True).mul_(0.5)
-    half_vv = (v * v).sum(-1, keepdim=True).mul_(0.5)
-    u_aug = torch.cat([u, half_uu, torch.ones_like(half_uu)], dim=-1).view(k * p, n, d + 2)
-    v_aug = torch.cat([-v, torch.ones_like(half_vv), half_vv], dim=-1).view(k * p, m, d + 2)
-    cost = torch.bmm(u_aug, v_aug.transpose(1, 2).contiguous())
-    return cost.view(k, p, n, m), u, v
+    half_uu = u.square().sum(-1, keepdim=True).mul_(0.5)
+    half_vv = v.square().sum(-1).mul_(0.5)
+    base = (half_uu + half_vv.unsqueeze(-2)).view(k * p, n, m)
+    v_t = v.view(k * p, m, d).transpose(1, 2)
+    base.baddbmm_(u.view(k * p, n, d), v_t, alpha=-1.0)
+    return base.view(k, p, n, m), u, v
 
 
 def _log2_sum_exp2_(
-    h2: Tensor, cost: Tensor, alpha: Tensor | float, out: Tensor, normalize: bool = False
+    h2: Tensor,
+    cost: Tensor,
+    alpha: Tensor | float,
+    out: Tensor,
+    normalize: bool = False,
+    dim: int = -1,
 ) -> Tensor:
-    """``log2 sum_j 2 ** (h2_j - alpha * cost_ij)`` over the last axis, using ``out`` as scratch.
+    """``log2 sum_j 2 ** (h2_j - alpha * cost_ij)`` over axis ``dim`` (-1 or -2) of ``cost``.
 
-    ``h2`` (..., M); ``cost`` and ``out`` (..., N, M); a tensor ``alpha`` is shaped like the
-    result, e.g. (1, P, 1). With ``normalize``, ``out`` holds the row soft-max weights.
+    ``h2`` (..., M) for dim -1, (..., N) for dim -2; ``cost`` and ``out`` (the scratch)
+    (..., N, M); a tensor ``alpha`` is shaped like the result, e.g. (1, P, 1). With
+    ``normalize``, ``out`` holds the soft-max weights (summing to 1 along ``dim``).
     """
+    h2 = h2.unsqueeze(-1 - (dim == -1))
     if isinstance(alpha, Tensor):
-        torch.addcmul(h2.unsqueeze(-2), cost, alpha.unsqueeze(-1), value=-1.0, out=out)
+        torch.addcmul(h2, cost, alpha.unsqueeze(-1), value=-1.0, out=out)
     else:
-        torch.sub(h2.unsqueeze(-2), cost, alpha=alpha, out=out)
-    m = out.amax(dim=-1, keepdim=True)
+        torch.sub(h2, cost, alpha=alpha, out=out)
+    m = out.amax(dim=dim, keepdim=True)
     out.sub_(m).clamp_(min=_EXP2_FLOOR).exp2_()
-    total = out.sum(-1, keepdim=True)
+    total = out.sum(dim, keepdim=True)
     if normalize:
         out.div_(total)
-    return total.log2_().add_(m).squeeze(-1)
+    return total.log2_().add_(m).squeeze(dim)
 
 
 def _softmin_(
@@ -96,17 +105,42 @@ def _softmin_(
     eps: Tensor | float,
     out: Tensor,
     normalize: bool = False,
+    dim: int = -1,
 ) -> Tensor:
     """Sinkhorn update ``-eps log sum_j w_j exp((pot_j - cost_ij) / eps)`` (no grad).
 
-    ``log2_w`` are the base-2 log-weights ``log2(w_j)`` of the points summed over.
+    ``log2_w`` are the base-2 log-weights ``log2(w_j)`` of the points summed over, those of
+    axis ``dim`` of ``cost`` (-1: the update of the rows' potential, -2: of the columns').
     """
     alpha = _LOG2E / eps
     if isinstance(alpha, Tensor):
         h2 = torch.addcmul(log2_w, pot, alpha)
     else:
         h2 = torch.add(log2_w, pot, alpha=alpha)
-    return _log2_sum_exp2_(h2, cost, alpha, out, normalize).mul_(-_LN2 * eps)
+    return _log2_sum_exp2_(h2, cost, alpha, out, normalize, dim).mul_(-_LN2 * eps)
+
+
+class _SoftmaxWeights:
+    """Row-stochastic soft-max weights ``diag(row) mat diag(col)`` of a Sinkhorn update.
+
+    ``mat`` (..., N, M) may be a view (e.g. a transposed kernel); ``row`` (..., N) and ``col``
+    (..., M) are None where they are 1 (``mat`` then holds the weights themselves).
+    """
+
+    def __init__(self, mat: Tensor, row: Tensor | None = None, col: Tensor | None = None):
+        self.mat, self.row, self.col = mat, row, col
+
+    def __getitem__(self, index: int | slice) -> _SoftmaxWeights:
+        row = None if self.row is None else self.row[index]
+        col = None if self.col is None else self.col[index]
+        return _SoftmaxWeights(self.mat[index], row, col)
+
+    def __matmul__(self, z: Tensor) -> Tensor:
+        """``P @ z`` for z (..., M, D), without forming P."""
+        if self.col is not None:
+            z = self.col.unsqueeze(-1) * z
+        out = self.mat @ z
+        return out if self.row is None else out.mul_(self.row.unsqueeze(-1))
 
 
 class _EnvelopeFunction(torch.autograd.Function):
@@ -183,9 +217,10 @@ def _pad_points(x: Tensor, log_w: Tensor, n: int) -> tuple[Tensor, Tensor]:
 def _blur_schedules(x: Tensor, y: Tensor, blur: float, scaling: float) -> list[list[float]]:
     """Per problem, the blurs ``d, d s, d s^2, ... (> blur), blur``, with ``d`` the diagonal of
     the bounding box of both clouds (an upper bound on their diameter) and ``s = scaling``."""
-    lo, hi = torch.aminmax(torch.cat([x, y], dim=1).transpose(1, 2), dim=-1)
+    lo, hi = torch.aminmax(torch.cat([x, y], dim=1), dim=1)
     schedules = []
-    for d in (hi - lo).norm(dim=-1).tolist():  # one host sync: the schedule length
+    diagonals = torch.linalg.vector_norm(hi - lo, dim=-1).tolist()  # one host sync
+    for d in diagonals:
         s, seq = d, []
         while s > blur:
             seq.append(s)
@@ -267,6 +302,58 @@ def _softmin_kernel_(
     return total.log2_().add_(top).mul_(-_LN2 * eps)
 
 
+class _AbsorbedKernel:
+    """Soft-mins on a kernel that absorbs the potentials (log-stabilized scaling).
+
+    ``K = 2 ** (alpha (p_i + q_j - C_ij))``, ``alpha = log2(e) / eps``, is built in a buffer
+    for row potentials ``p`` and column potentials ``q``; the soft-min of any ``q'`` is then
+    ``p - eps ln sum_j w'_j K_ij`` with ``w' = w 2 ** (alpha (q' - q))``: one matrix-vector
+    product instead of the passes of the log domain. It is refused (None) unless the sums lie
+    within ``2**(+-_ABSORBED_LOG2)`` and ``w' <= w 2**_ABSORBED_LOG2``, where entries of K
+    raised to the exponent floor cannot matter.
+    """
+
+    def __init__(self, cost: Tensor, buf: Tensor, w: Tensor):
+        self.cost, self.kernel, self.w = cost, buf, w  # cost, buf (K, P, N, M); w (K, P, M)
+        self.valid = False
+
+    def build(self, p: Tensor, q: Tensor, eps: Tensor | float) -> None:
+        """Compute K for row potentials p (K, P, N), column potentials q (K, P, M)."""
+        alpha = _LOG2E / eps
+        if isinstance(alpha, Tensor):  # (1, P, 1): problems at different temperatures
+            torch.sub(p.unsqueeze(-1), self.cost, out=self.kernel)
+            self.kernel.add_(q.unsqueeze(-2)).mul_(alpha.unsqueeze(-1))
+        else:
+            torch.sub((p * alpha).unsqueeze(-1), self.cost, alpha=alpha, out=self.kernel)
+            self.kernel.add_((q * alpha).unsqueeze(-2))
+        self.kernel.clamp_(min=_EXP2_FLOOR).exp2_()
+        self.p, self.q, self.eps, self.alpha, self.valid = p, q, eps, alpha, True
+
+    def sums(self, q: Tensor) -> tuple[Tensor, Tensor] | None:
+        """``s = K w'`` (K, P, N) and ``w'`` for column potentials q, or None if refused.
+
+        The soft-min of q is ``p - eps ln s``; its soft-max weights ``diag(1 / s) K diag(w')``.
+        """
+        bound = 2.0**_ABSORBED_LOG2
+        w = self.w
+        if q is not self.q:
+            shift = (q - self.q).mul_(self.alpha)
+            if not shift.amax().item() <= _ABSORBED_LOG2:  # NaN: refused
+                return None
+            w = shift.exp2_().mul_(w)
+        k, p, n, m = self.kernel.shape
+        kernel_t = self.kernel.view(k * p, n, m).transpose(1, 2)
+        sums = torch.bmm(w.view(k * p, 1, m), kernel_t).view(k, p, n)
+        lo, hi = (t.item() for t in torch.aminmax(sums))
+        if not 1.0 / bound <= lo <= hi <= bound:
+            return None
+        return sums, w
+
+
+# A sum of the absorbed kernel must lie within 2**(+-this) (see _AbsorbedKernel).
+_ABSORBED_LOG2 = 40.0
+
+
 # ----------------------------------------------------------------------------- solvers
 def _solve_scaling(
     x: Tensor,
@@ -282,45 +369,78 @@ def _solve_scaling(
     Four potentials are stacked: f_ab, f_aa (on x), g_ab, g_bb (on y).
     Problem p starts at eps = d_p**2 and waits, unchanged, until the steps left equal the
     length of its own schedule, so a batched call equals a loop over the problems.
+    The coarse steps run on the kernel ``exp(-C / eps)``; the fine ones on a kernel absorbing
+    the current potentials (falling back to the log domain when it must), which the final
+    update, at the same temperature as the last step, reuses.
     """
     cost, _, v = _stacked_costs([x, x, y, y], [y, x, x, y])
     log2_w = torch.stack([lb, la, la, lb]).mul_(_LOG2E)  # weights of the points summed over
     partner = torch.tensor([2, 1, 0, 3], device=x.device)  # potential entering each block
     buf = torch.empty_like(cost)
+    absorbed = _AbsorbedKernel(cost, buf, log2_w.exp2())
     steps = _eps_steps(blurs, x)
-    kernel_key = None  # temperatures of the kernel held in buf
+    kernel_key = None  # temperatures of the kernel exp(-C / eps) held in buf
 
-    def update(step: _Step, pot_in: Tensor) -> Tensor:
+    def damped(step: _Step, pot: Tensor) -> Tensor:
+        """``(pot + softmin(pot_in)) / 2``: the symmetric, damped update of a step."""
         nonlocal kernel_key
+        pot_in = pot.index_select(0, partner)
         if not step.kernel:
             kernel_key = None
-            return _softmin_(log2_w, pot_in, cost, step.eps, buf)
-        fresh = kernel_key != step.key
-        if fresh and kernel_key is not None and _quartered(kernel_key, step.key):
-            buf.square_().square_()  # exp(-C / (eps / 4)) = exp(-C / eps) ** 4: no exp needed
-            fresh = False
-        kernel_key = step.key
-        # the transpose of block (x, y) is block (y, x): the permutation `partner`
-        return _softmin_kernel_(log2_w, pot_in, cost, step.eps, buf, partner, fresh)
-
-    pot = update(steps[0], torch.zeros_like(log2_w))
-    for step in steps:
-        new = update(step, pot.index_select(0, partner))
-        if step.waiting is None:
-            pot.lerp_(new, 0.5)
+            absorbed.build(pot, pot_in, step.eps)
+            result = absorbed.sums(pot_in)
+            if result is not None:  # softmin = pot - eps ln s
+                return torch.add(pot, result[0].log2_().mul_(step.eps * (-0.5 * _LN2)))
+            absorbed.valid = False
+            new = _softmin_(log2_w, pot_in, cost, step.eps, buf)
         else:
-            pot = torch.where(step.waiting, pot, pot.lerp(new, 0.5))
+            absorbed.valid = False
+            fresh = kernel_key != step.key
+            if fresh and kernel_key is not None and _quartered(kernel_key, step.key):
+                buf.square_().square_()  # exp(-C / (eps / 4)) = exp(-C / eps) ** 4: no exp
+                fresh = False
+            kernel_key = step.key
+            # the transpose of block (x, y) is block (y, x): the permutation `partner`
+            new = _softmin_kernel_(log2_w, pot_in, cost, step.eps, buf, partner, fresh)
+        return pot.lerp(new, 0.5)  # not in place: the absorbed kernel holds the old pot
+
+    first = steps[0]
+    zeros = torch.zeros_like(log2_w)
+    if first.kernel:  # always, as eps >= diameter**2 there
+        pot = _softmin_kernel_(log2_w, zeros, cost, first.eps, buf, partner, True)
+        kernel_key = first.key
+    else:
+        pot = _softmin_(log2_w, zeros, cost, first.eps, buf)
+    for step in steps:
+        new = damped(step, pot)
+        pot = new if step.waiting is None else torch.where(step.waiting, pot, new)
+    # the final, undamped update at eps = blur**2, the temperature of the last step
     eps = blurs[0][-1] ** 2
-    pot = _softmin_(log2_w, pot.index_select(0, partner), cost, eps, buf, normalize=True)
+    pot_in = pot.index_select(0, partner)
+    result = absorbed.sums(pot_in) if absorbed.valid else None
+    if result is None:
+        absorbed.build(pot, pot_in, eps)
+        result = absorbed.sums(pot_in)
+    if result is not None:
+        sums, w = result
+        pot = absorbed.p - sums.log2().mul_(_LN2 * eps)
+        weights = _SoftmaxWeights(buf, sums.reciprocal_(), w)
+    else:
+        pot = _softmin_(log2_w, pot_in, cost, eps, buf, normalize=True)
+        weights = _SoftmaxWeights(buf)
     a, b = la.exp(), lb.exp()
     value = (torch.stack([a, -a, b, -b]) * pot).sum((0, 2))
-    # buf: soft-max weights of the last update; d S / d x = a (P_aa x - P_ab y), etc.
+    # soft-max weights P of the last update: d S / d x = a (P_aa x - P_ab y), etc.
     grad_x = grad_y = None
-    if want_grad[0]:
-        moved = buf[:2] @ v[:2]  # P_ab y, P_aa x
+    if want_grad[0] and want_grad[1]:
+        moved = weights @ v  # P_ab y, P_aa x, P_ba x, P_bb y
         grad_x = a.unsqueeze(-1) * (moved[1] - moved[0])
-    if want_grad[1]:
-        moved = buf[2:] @ v[2:]  # P_ba x, P_bb y
+        grad_y = b.unsqueeze(-1) * (moved[3] - moved[2])
+    elif want_grad[0]:
+        moved = weights[:2] @ v[:2]
+        grad_x = a.unsqueeze(-1) * (moved[1] - moved[0])
+    elif want_grad[1]:
+        moved = weights[2:] @ v[2:]
         grad_y = b.unsqueeze(-1) * (moved[1] - moved[0])
     return (value,), grad_x, grad_y
 
@@ -331,95 +451,164 @@ class _ScalingDomain:
     The potentials ``f0, g0`` are absorbed into ``K = exp((f0_i + g0_j - C_ij) / eps)``; the
     current potentials are ``f = f0 - eps ln s_f`` and ``g = g0 - eps ln s_g``, where an
     update computes ``s_g = (a / s_f) K`` then ``s_f = K (b / s_g)`` - the iterates of the log
-    domain, for the price of two matrix-vector products instead of two passes of exp. An
-    update with sums outside ``2**(+-_ACCEPT_LOG2)`` (where entries cut by the exponent floor
-    could matter) is rejected; beyond ``2**(+-_ABSORB_LOG2)`` a new kernel is absorbed.
+    domain, for the price of two matrix-vector products instead of two passes of exp.
+
+    Updates run in blocks of ``_BLOCK`` with one range check (a host sync) per block. A block
+    with a sum outside ``2**(+-_ACCEPT_LOG2)``, where entries raised to the exponent floor of K
+    could matter, is discarded and redone on a kernel that absorbs the current potentials,
+    then one update at a time; an update that fails on a fresh kernel ends the run. After a
+    block whose sums leave ``2**(+-_ABSORB_LOG2)`` the potentials are absorbed at once.
     """
 
     _ACCEPT_LOG2 = 40.0
-    _ABSORB_LOG2 = 20.0
+    _ABSORB_LOG2 = 30.0
+    _BLOCK = 4
 
-    def __init__(self, cost: Tensor, f: Tensor, g: Tensor, a: Tensor, b: Tensor, eps: float):
+    def __init__(
+        self, cost: Tensor, f: Tensor, g: Tensor, a: Tensor, b: Tensor, eps: float, buf: Tensor
+    ):
+        """cost and buf, the buffer for K: (..., N, M); f, a: (..., N); g, b: (..., M)."""
         n, m = cost.shape[-2:]
+        self.shape_f, self.shape_g = f.shape, g.shape
         self.cost = cost.reshape(-1, n, m)
         self.a, self.b = a.reshape(-1, 1, n), b.reshape(-1, 1, m)
         self.f0, self.g0, self.eps = f, g, eps
-        self.kernel = torch.empty_like(self.cost)
+        self.kernel = buf.view(-1, n, m)
         self._absorb()
 
     def _absorb(self) -> None:
         alpha = _LOG2E / self.eps
         n, m = self.cost.shape[-2:]
-        rows, cols = (self.f0 * alpha).reshape(-1, n, 1), (self.g0 * alpha).reshape(-1, 1, m)
-        torch.add(rows, cols, out=self.kernel)
-        self.kernel.sub_(self.cost, alpha=alpha).clamp_(min=_EXP2_FLOOR).exp2_()
-        self.kernel_t = self.kernel.transpose(1, 2).contiguous()
+        # exponents floored at -115: with sums within 2**(+-40), floored entries change a sum
+        # by a factor of at most 1 + 2**(2 * 40 - 115) = 1 + 2**-35
+        torch.sub((self.f0 * alpha).reshape(-1, n, 1), self.cost, alpha=alpha, out=self.kernel)
+        self.kernel.add_((self.g0 * alpha).reshape(-1, 1, m)).clamp_(min=_EXP2_FLOOR).exp2_()
         self.a_u = self.a  # a / s_f with s_f = 1
-        self.sum_f, self.sum_g = torch.ones_like(self.a), torch.ones_like(self.b)
+        self.sum_f: Tensor | None = None  # None: all 1
+        self.sum_g: Tensor | None = None
 
-    def iterate(self) -> bool:
-        """One update of g then f; False (and no change) if it is rejected."""
-        sum_g = torch.bmm(self.a_u, self.kernel)
-        sum_f = torch.bmm(torch.div(self.b, sum_g), self.kernel_t)
-        lo, hi = torch.stack(torch.aminmax(torch.cat([sum_f, sum_g], dim=-1))).tolist()
-        if not 2.0**-self._ACCEPT_LOG2 <= lo <= hi <= 2.0**self._ACCEPT_LOG2:  # NaN: rejected
-            return False
-        self.sum_f, self.sum_g, self.a_u = sum_f, sum_g, torch.div(self.a, sum_f)
-        if not 2.0**-self._ABSORB_LOG2 <= lo <= hi <= 2.0**self._ABSORB_LOG2:
-            self.f0, self.g0 = self.potentials()
-            self._absorb()
-        return True
+    def _reabsorb(self) -> None:
+        self.f0, self.g0 = self.potentials()
+        self._absorb()
+
+    def _block(self, n_updates: int) -> tuple[float, float] | None:
+        """``n_updates`` updates; the range of their sums, or None (and no change) if rejected."""
+        bound = 2.0**self._ACCEPT_LOG2
+        kernel, kernel_t, a, b = self.kernel, self.kernel.transpose(1, 2), self.a, self.b
+        a_u, sums = self.a_u, []
+        for _ in range(n_updates):
+            a_prev = a_u
+            sum_g = torch.bmm(a_u, kernel)
+            b_v = torch.div(b, sum_g)
+            sum_f = torch.bmm(b_v, kernel_t)
+            a_u = torch.div(a, sum_f)
+            sums += [sum_f, sum_g]
+        lo, hi = (t.item() for t in torch.aminmax(torch.cat(sums, dim=-1)))
+        if not 1.0 / bound <= lo <= hi <= bound:  # NaN: rejected
+            return None
+        self.a_prev, self.b_v = a_prev, b_v  # the weights of the last update, see weights()
+        self.sum_f, self.sum_g, self.a_u = sum_f, sum_g, a_u
+        return lo, hi
+
+    def run(self, n_updates: int) -> int:
+        """Up to ``n_updates`` updates, each of g then f; returns how many were accepted."""
+        done, block = 0, self._BLOCK
+        while done < n_updates:
+            n = min(block, n_updates - done)
+            extent = self._block(n)
+            if extent is None:
+                if self.sum_f is not None:  # retry on a fresh kernel
+                    self._reabsorb()
+                elif n > 1:  # already fresh: find the update that fails
+                    block = 1
+                else:
+                    return done
+                continue
+            done += n
+            lo, hi = extent
+            if (
+                done < n_updates
+                and not 2.0**-self._ABSORB_LOG2 <= lo <= hi <= 2.0**self._ABSORB_LOG2
+            ):
+                self._reabsorb()
+        return done
 
     def potentials(self) -> tuple[Tensor, Tensor]:
         """The current potentials (f, g)."""
-        f = self.f0 - self.eps * self.sum_f.log().view_as(self.f0)
-        g = self.g0 - self.eps * self.sum_g.log().view_as(self.g0)
+        if self.sum_f is None or self.sum_g is None:
+            return self.f0, self.g0
+        f = self.f0 - self.eps * self.sum_f.log().view(self.shape_f)
+        g = self.g0 - self.eps * self.sum_g.log().view(self.shape_g)
         return f, g
 
+    def weights(self) -> tuple[_SoftmaxWeights, _SoftmaxWeights]:
+        """Soft-max weights of the last f update (..., N, M) and g update (..., M, N):
+        ``diag(1 / s_f) K diag(b / s_g)`` and ``diag(1 / s_g) K^T diag(a / s_f')``, where
+        ``s_f'`` are the sums before that update. Valid until the next absorption."""
+        assert self.sum_f is not None and self.sum_g is not None
+        kernel = self.kernel.view(*self.shape_f, -1)
+        w_f = _SoftmaxWeights(
+            kernel, self.sum_f.reciprocal().view(self.shape_f), self.b_v.view(self.shape_g)
+        )
+        w_g = _SoftmaxWeights(
+            kernel.transpose(-1, -2),
+            self.sum_g.reciprocal().view(self.shape_g),
+            self.a_prev.view(self.shape_f),
+        )
+        return w_f, w_g
 
-# A log-domain update that moves every potential by less than this (in units of eps log 2)
-# is followed by scaling-domain updates.
+
+# A log-domain iteration that moves every potential by less than this (in units of eps log 2)
+# is followed by scaling-domain updates; so is the first one (whose move is from the starting
+# point, not a sign of the next ones) unless this is <= 0, which keeps to the log domain.
 _SWITCH_LOG2 = 10.0
 
 
 def _alternate(
     cost_f: Tensor, log_wf: Tensor, log_wg: Tensor, eps: float, n_iters: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, _SoftmaxWeights, _SoftmaxWeights]:
     """``n_iters`` plain Sinkhorn iterations from unit scalings, each updating g then f.
 
     ``f`` lives on the rows of ``cost_f`` (..., N, M) and sums over its columns with
     log-weights ``log_wf``; ``g`` on its columns, summing over rows with ``log_wg``. These
-    are the iterates of POT's ``sinkhorn_log``. The first iterations run in the log domain;
-    once they move the potentials little, the scaling domain takes over (much cheaper, see
-    :class:`_ScalingDomain`), falling back to the log domain whenever it must. The last
-    iteration is always a log-domain one. Returns f, g and the row-stochastic soft-max
+    are the iterates of POT's ``sinkhorn_log``. The first iteration runs in the log domain,
+    the next ones in the scaling domain (much cheaper, see :class:`_ScalingDomain`), falling
+    back to the log domain whenever they must. Returns f, g and the row-stochastic soft-max
     weights of the last f update (..., N, M) and of the last g update (..., M, N).
     """
-    cost_g = cost_f.transpose(-1, -2).contiguous()
-    buf_f, buf_g = torch.empty_like(cost_f), torch.empty_like(cost_g)
+    # scratch of the f and g updates (g's by columns); buf_f also holds the scaling domain's
+    # kernel, which is dropped before any log-domain update
+    buf_f, buf_g = torch.empty_like(cost_f), torch.empty_like(cost_f)
     log2_wf, log2_wg = log_wf * _LOG2E, log_wg * _LOG2E
     # POT starts from unit scalings, u = log a + f / eps = 0; zero-weight points keep u = -inf
     f = torch.where(torch.isfinite(log_wg), -eps * log_wg, 0.0)
     g: Tensor | None = None
     scaling: _ScalingDomain | None = None
-    for _ in range(n_iters - 1):
+    done = 0
+    while done < n_iters:
         if scaling is not None:
-            if scaling.iterate():
-                continue
+            done += scaling.run(n_iters - done)
+            if done == n_iters:
+                break
             f, g = scaling.potentials()
             scaling = None
+        last = done == n_iters - 1
         f_prev, g_prev = f, g
-        g = _softmin_(log2_wg, f, cost_g, eps, buf_g)
-        f = _softmin_(log2_wf, g, cost_f, eps, buf_f)
+        g = _softmin_(log2_wg, f, cost_f, eps, buf_g, normalize=last, dim=-2)
+        f = _softmin_(log2_wf, g, cost_f, eps, buf_f, normalize=last)
+        done += 1
+        if last or _SWITCH_LOG2 <= 0:
+            continue
         if g_prev is not None:
             moved = torch.maximum((f - f_prev).abs().amax(), (g - g_prev).abs().amax())
-            if moved.item() * _LOG2E / eps < _SWITCH_LOG2:
-                scaling = _ScalingDomain(cost_f, f, g, log_wg.exp(), log_wf.exp(), eps)
-    if scaling is not None:
+            if moved.item() * _LOG2E / eps >= _SWITCH_LOG2:
+                continue
+        scaling = _ScalingDomain(cost_f, f, g, log_wg.exp(), log_wf.exp(), eps, buf_f)
+    assert g is not None
+    if scaling is not None:  # the last update was a scaling-domain one
         f, g = scaling.potentials()
-    g = _softmin_(log2_wg, f, cost_g, eps, buf_g, normalize=True)
-    f = _softmin_(log2_wf, g, cost_f, eps, buf_f, normalize=True)
-    return f, g, buf_f, buf_g
+        return f, g, *scaling.weights()
+    return f, g, _SoftmaxWeights(buf_f), _SoftmaxWeights(buf_g.transpose(-1, -2))
 
 
 def _solve_fixed(

@@ -30,6 +30,12 @@ from geomloss import SamplesLoss
 
 import models.sinkhorn as sinkhorn_module
 from models.sinkhorn import sinkhorn_divergence, sinkhorn_ot
+from models.structural_kd import (
+    cosine_similarity_matrix,
+    shift_nonnegative,
+    structural_ot_loss,
+    topk_anchor_indices,
+)
 
 F64 = torch.float64
 
@@ -105,26 +111,45 @@ def test_fixed_iterations_match_pot_iterates(n: int, m: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("accept", "absorb", "switch"),
-    [(None, None, None), (1e-3, 20.0, math.inf), (40.0, 0.0, math.inf), (40.0, 20.0, -1.0)],
-    ids=["default", "always-rejected", "absorb-every-time", "log-domain-only"],
+    ("accept", "absorb", "switch", "block"),
+    [
+        (None, None, None, None),
+        (1e-3, 20.0, 10.0, 4),
+        (40.0, 0.0, 10.0, 4),
+        (40.0, 30.0, 10.0, 1),
+        (6.0, 3.0, 10.0, 7),
+        (40.0, 30.0, -1.0, 4),
+    ],
+    ids=[
+        "default",
+        "always-rejected",
+        "absorb-every-block",
+        "one-update-blocks",
+        "blocks-often-rejected",
+        "log-domain-only",
+    ],
 )
 def test_scaling_domain_keeps_the_iterates(
     monkeypatch: pytest.MonkeyPatch,
     accept: float | None,
     absorb: float | None,
     switch: float | None,
+    block: int | None,
 ) -> None:
-    """Matrix-vector (scaling-domain) iterations, absorptions and fall-backs to the log domain
-    all give POT's log-domain iterates, with unequal sizes (padding) and weights."""
+    """Matrix-vector (scaling-domain) iterations, absorptions, rejected blocks and fall-backs
+    to the log domain all give POT's log-domain iterates, with unequal sizes (padding) and
+    weights."""
     domain = sinkhorn_module._ScalingDomain
     if accept is not None:
         monkeypatch.setattr(domain, "_ACCEPT_LOG2", accept)
         monkeypatch.setattr(domain, "_ABSORB_LOG2", absorb)
+        monkeypatch.setattr(domain, "_BLOCK", block)
         monkeypatch.setattr(sinkhorn_module, "_SWITCH_LOG2", switch)
-    calls = []
-    iterate = domain.iterate
-    monkeypatch.setattr(domain, "iterate", lambda self: calls.append(iterate(self)) or calls[-1])
+    accepted: list[int] = []
+    run = domain.run
+    monkeypatch.setattr(
+        domain, "run", lambda self, n: accepted.append(run(self, n)) or accepted[-1]
+    )
     x, y = _clouds(9, 6, seed=21)
     a, b = _weights(9, 22), _weights(6, 23)
     eps, n_iters = 0.01, 60
@@ -133,12 +158,12 @@ def test_scaling_domain_keeps_the_iterates(
     aa = _pot_sinkhorn(a, a, x, x, eps, n_iters)[2]
     bb = _pot_sinkhorn(b, b, y, y, eps, n_iters)[2]
     torch.testing.assert_close(ours, ab - 0.5 * (aa + bb), rtol=1e-9, atol=1e-12)
-    if switch != -1.0:
-        assert calls, "the scaling domain was not used"
-    if accept == 1e-3:
-        assert not any(calls)
-    elif accept is None:
-        assert sum(calls) > n_iters // 2
+    if switch == -1.0:
+        assert not accepted
+    elif accept == 1e-3:
+        assert accepted and not any(accepted)
+    else:
+        assert sum(accepted) > n_iters // 2
 
 
 def test_transport_parts_match_pot_empirical_sinkhorn_divergence() -> None:
@@ -305,6 +330,78 @@ def test_gradient_only_to_inputs_that_require_it() -> None:
     y.requires_grad_(True)
     sinkhorn_divergence(x, y).backward()
     assert x.grad is None and y.grad is not None and torch.isfinite(y.grad).all()
+
+
+def _unrolled_divergence(x, y, eps: float, n_iters: int, a=None, b=None) -> torch.Tensor:
+    """S_eps by ``n_iters`` alternating log-domain iterations written with plain autograd ops,
+    so that backward differentiates through every iteration (the reference for the envelope
+    gradient). Cost 1/2 |x - y|^2 from explicit differences."""
+    la = (a if a is not None else _uniform(x.shape[0])).log()
+    lb = (b if b is not None else _uniform(y.shape[0])).log()
+
+    def ot(u, v, lu, lv):
+        cost = 0.5 * (u.unsqueeze(1) - v.unsqueeze(0)).square().sum(-1)
+        f = torch.zeros_like(lu)
+        for _ in range(n_iters):
+            g = -eps * torch.logsumexp(lu.unsqueeze(1) + (f.unsqueeze(1) - cost) / eps, dim=0)
+            f = -eps * torch.logsumexp(lv.unsqueeze(0) + (g.unsqueeze(0) - cost) / eps, dim=1)
+        return lu.exp() @ f + lv.exp() @ g
+
+    return ot(x, y, la, lb) - 0.5 * (ot(x, x, la, la) + ot(y, y, lb, lb))
+
+
+@pytest.mark.parametrize(
+    ("n", "m", "blur", "n_iters", "weighted"),
+    [(7, 7, 0.5, 300, False), (9, 6, 0.3, 600, True), (12, 12, 0.2, 1000, False)],
+)
+def test_envelope_gradient_matches_unrolled_gradient_at_convergence(
+    n: int, m: int, blur: float, n_iters: int, weighted: bool
+) -> None:
+    """Our gradient (closed form from the last update, potentials held fixed) equals autograd
+    through all iterations once they have converged: the envelope theorem."""
+    x, y = _clouds(n, m, d=3, seed=31)
+    a, b = (_weights(n, 32), _weights(m, 33)) if weighted else (None, None)
+    x.requires_grad_(True)
+    y.requires_grad_(True)
+    ours = sinkhorn_divergence(x, y, blur=blur, n_iters=n_iters, a=a, b=b)
+    ref = _unrolled_divergence(x, y, blur**2, n_iters, a, b)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-14)
+    g_ours = torch.autograd.grad(ours, (x, y))
+    g_ref = torch.autograd.grad(ref, (x, y))
+    for got, want in zip(g_ours, g_ref, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-10)
+
+
+def test_envelope_gradient_differs_from_unrolled_before_convergence() -> None:
+    """Far from convergence the two gradients differ: the comparison above is not vacuous."""
+    x, y = _clouds(12, 12, d=3, seed=31)
+    x.requires_grad_(True)
+    ours = sinkhorn_divergence(x, y, blur=0.15, n_iters=3)
+    ref = _unrolled_divergence(x, y, 0.15**2, 3)
+    (g_ours,) = torch.autograd.grad(ours, x)
+    (g_ref,) = torch.autograd.grad(ref, x)
+    assert (g_ours - g_ref).abs().max() > 1e-3 * g_ref.abs().max()
+
+
+@pytest.mark.parametrize("n_iters", [0, 400])
+def test_structural_loss_gradient_reaches_the_student_only(n_iters: int) -> None:
+    """Through the structural KD term: the student embedding gets the envelope gradient (equal
+    to the unrolled one at convergence), the teacher embedding none."""
+    gen = torch.Generator().manual_seed(35)
+    z_t = torch.randn(8, 6, generator=gen, dtype=F64, requires_grad=True)
+    z_s = torch.randn(8, 5, generator=gen, dtype=F64, requires_grad=True)
+    structural_ot_loss(z_t, z_s, k=4, blur=0.5, n_iters=n_iters).backward()
+    assert z_t.grad is None
+    assert z_s.grad is not None and torch.isfinite(z_s.grad).all() and z_s.grad.abs().sum() > 0
+    if n_iters:
+        z_ref = z_s.detach().clone().requires_grad_(True)
+        with torch.no_grad():
+            s_t = cosine_similarity_matrix(z_t)
+            anchors = topk_anchor_indices(s_t, 4)
+            rows_t = shift_nonnegative(s_t).gather(1, anchors)
+        rows_s = shift_nonnegative(cosine_similarity_matrix(z_ref)).gather(1, anchors)
+        _unrolled_divergence(rows_t, rows_s, 0.25, n_iters).backward()
+        torch.testing.assert_close(z_s.grad, z_ref.grad, rtol=1e-7, atol=1e-12)
 
 
 # ------------------------------------------------------------------ errors and devices
