@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 ENCODER_KINDS: tuple[str, ...] = ("video", "signal", "audio")
+VIDEO_INPUTS: tuple[str, ...] = ("frames", "delta", "frames+delta")
 
 
 def frames_to_tensor(frames: Tensor) -> Tensor:
@@ -31,6 +32,28 @@ def frames_to_tensor(frames: Tensor) -> Tensor:
         raise ValueError(f"expected frames of shape (B, T, H, W, 3), got {tuple(frames.shape)}")
     x = frames.to(torch.float32) / 127.5 - 1.0
     return x.permute(0, 4, 1, 2, 3).contiguous()
+
+
+def video_channels(mode: str) -> int:
+    """Input channels of the video encoder for a ``video_input`` mode."""
+    if mode not in VIDEO_INPUTS:
+        raise ValueError(f"unknown video input {mode!r}; allowed: {', '.join(VIDEO_INPUTS)}")
+    return 6 if mode == "frames+delta" else 3
+
+
+def video_input(frames: Tensor, mode: str) -> Tensor:
+    """uint8 clips (B, T, H, W, 3) -> encoder input (B, C, T, H, W) for ``mode``.
+
+    ``frames``: the scaled frames; ``delta``: each frame minus the clip's first frame (the
+    change of expression within the clip; a subject's static appearance cancels out);
+    ``frames+delta``: both, stacked as 6 channels. Each clip is transformed on its own.
+    """
+    video_channels(mode)
+    x = frames_to_tensor(frames)
+    if mode == "frames":
+        return x
+    delta = x - x[:, :, :1]
+    return delta if mode == "delta" else torch.cat([x, delta], dim=1)
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -146,18 +169,19 @@ class AudioEncoder(_ResidualEncoder):
 
 
 def build_encoder(
-    modality_kind: str, embed_dim: int, width: int, in_channels: int = 1
+    modality_kind: str, embed_dim: int, width: int, in_channels: int | None = None
 ) -> nn.Module:
     """Encoder for a modality kind ("video", "signal", "audio").
 
-    ``in_channels`` applies to "signal" and "audio"; video clips always have 3 channels.
+    ``in_channels``: signal channels, spectrogram channels, or video input channels (3, or 6
+    for ``video_input`` "frames+delta"); None = 3 for video, else 1.
     """
     if modality_kind == "video":
-        return VideoEncoder(embed_dim, width)
+        return VideoEncoder(embed_dim, width, in_channels or 3)
     if modality_kind == "signal":
-        return SignalEncoder(embed_dim, width, in_channels)
+        return SignalEncoder(embed_dim, width, in_channels or 1)
     if modality_kind == "audio":
-        return AudioEncoder(embed_dim, width, in_channels)
+        return AudioEncoder(embed_dim, width, in_channels or 1)
     raise ValueError(
         f"unknown modality kind {modality_kind!r}; allowed: {', '.join(ENCODER_KINDS)}"
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -181,8 +181,22 @@ def weighted_objective(
         raise ValueError("weighted_objective needs at least one loss term with a non-zero weight")
     total: Tensor | None = None
     logged: dict[str, float] = {}
-    for name, weight in active.items():
-        value = LOSS_TERMS[name](inputs)
-        logged[name] = float(value.detach())
-        total = weight * value if total is None else total + weight * value
+    # Losses (Sinkhorn above all) run in float32 even when the model ran under autocast.
+    with torch.autocast(device_type=inputs.pred.device.type, enabled=False):
+        inputs = _float32(inputs)
+        for name, weight in active.items():
+            value = LOSS_TERMS[name](inputs)
+            logged[name] = float(value.detach())
+            total = weight * value if total is None else total + weight * value
     return total, logged
+
+
+def _float32(inputs: LossInputs) -> LossInputs:
+    """Reduced-precision predictions and embeddings (autocast) cast up to float32."""
+
+    def up(x: Tensor | None) -> Tensor | None:
+        return x.float() if x is not None and x.dtype in (torch.float16, torch.bfloat16) else x
+
+    return replace(
+        inputs, pred=up(inputs.pred), z_student=up(inputs.z_student), z_teacher=up(inputs.z_teacher)
+    )

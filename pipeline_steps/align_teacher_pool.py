@@ -68,7 +68,20 @@ def main(argv: list[str] | None = None) -> None:
         z_before = pool(x_val.to(ctx.device)).z.cpu()
     with stage_run(ctx.params, ctx.dataset, ctx.layout, STAGE, fold=ctx.fold) as run:
         run.log_params(cfg)
-        result = fit_stage(ctx, cfg, pool, len(x_train), train_step, validate, run)
+        embedding_files = [ctx.layout.embeddings(ctx.fold, m) for m in ctx.modalities]
+        result = fit_stage(
+            ctx,
+            cfg,
+            pool,
+            len(x_train),
+            train_step,
+            validate,
+            run,
+            stage=STAGE,
+            name="pool",
+            optimizer=optim,
+            inputs=[ctx.layout.fusion_teacher(ctx.fold), *embedding_files],
+        )
         freeze(pool)
         pool.cpu()
         save_checkpoint(

@@ -80,6 +80,10 @@ class Layout:
         """Small metrics JSON that DVC reads (cache: false)."""
         return self.fold_dir(fold) / "metrics" / f"{stage}-{name}.json"
 
+    def resume(self, fold: int | str, stage: str, name: str) -> Path:
+        """Per-epoch resume state of a training stage (pipeline_steps.resume; not an output)."""
+        return self.fold_dir(fold) / "resume" / f"{stage}-{name}.pt"
+
     def history(self, fold: int | str, stage: str, name: str) -> Path:
         """Per-epoch training history CSV beside the metrics JSON (DVC plots, report curves)."""
         return self.metrics(fold, stage, name).with_suffix(".history.csv")

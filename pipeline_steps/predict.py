@@ -4,8 +4,17 @@
         --input some/video.mp4|some/folder --output predictions.csv
 
 Each video is cropped exactly as in training (``crop_faces`` params), then the student of
-``--method`` trained on ``--fold`` predicts one row per clip. A video that cannot be read, or
-in which no face is found in any sampled frame, stops with an error naming the file.
+``--method`` trained on ``--fold`` predicts:
+
+- classification (BioVid): one row per clip: ``video, pred, p_<class>..., face_found_ratio``;
+- regression (Aff-Wild2): one row per frame: ``video, frame`` (1-based, as the annotation
+  lines and ``cropped_aligned`` jpgs count), ``valence, arousal, face_found_ratio``. The video
+  is cut into windows of ``window_frames`` like the index (consecutive, plus a last window
+  ending at the last frame); each window's prediction is given to its frames, a frame covered
+  by two windows takes the later one. A video shorter than one window is an error.
+
+A video that cannot be read, or in which no face is found in any sampled frame, stops with an
+error naming the file.
 """
 
 from __future__ import annotations
@@ -16,9 +25,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline_steps.affwild2 import video_frame_count, window_starts
 from pipeline_steps.atomic import atomic_path
+from pipeline_steps.biovid import DatasetError
 from pipeline_steps.config import dataset_params, load_params, step_parser
-from pipeline_steps.crop_faces import CropSettings, crop_video
+from pipeline_steps.crop_faces import CropSettings, VideoError, crop_video, crop_windows
 from pipeline_steps.face_detector import FaceDetector
 from pipeline_steps.layout import layout_for
 from pipeline_steps.runtime import resolve_device
@@ -76,6 +87,70 @@ def predict_videos(
     return pd.DataFrame(rows)
 
 
+def video_windows(path: Path, size: int) -> pd.DataFrame:
+    """The windows of ``size`` frames covering every frame of one video (crop_faces rows)."""
+    try:
+        count, _ = video_frame_count(path)
+    except DatasetError as err:
+        raise PredictError(f"{path}: cannot read video ({err})") from err
+    starts = window_starts(count, size, size)
+    if not starts:
+        raise PredictError(f"{path}: {count} frames, fewer than one window of {size}")
+    return pd.DataFrame(
+        {
+            "sample_id": [f"{path.stem}@{s:06d}" for s in starts],
+            "media": path.name,
+            "media_kind": "video",
+            "region": "full",
+            "start_frame": starts,
+            "n_frames": size,
+        }
+    )
+
+
+def predict_frames(
+    videos: list[Path], model: torch.nn.Module, window_frames: int, params: dict
+) -> pd.DataFrame:
+    """One row per frame of each video: the valence and arousal of its (latest) window."""
+    settings = CropSettings.from_params(params["crop_faces"])
+    device = next(model.parameters()).device
+    tables = []
+    with FaceDetector(settings.model_path, settings.min_score) as detector:
+        for path in videos:
+            rows = video_windows(path, window_frames)
+            try:
+                crops = crop_windows(rows, path.parent, detector, settings)
+            except VideoError as err:
+                raise PredictError(f"{path}: cannot read video ({err})") from err
+            if len(crops.sample_ids) != len(rows) or not crops.face_found_ratio.any():
+                raise PredictError(f"{path}: no face found in any frame")
+            with torch.no_grad():
+                pred = torch.cat(
+                    [
+                        model(torch.from_numpy(crops.frames[i : i + 1]).to(device))[0].cpu()
+                        for i in range(len(rows))
+                    ]
+                ).numpy()
+            n = int(rows["start_frame"].iloc[-1]) + window_frames
+            per_frame = np.empty((n, 2), dtype=np.float32)
+            ratio = np.empty(n, dtype=np.float32)
+            for k, start in enumerate(rows["start_frame"]):
+                per_frame[start : start + window_frames] = pred[k]
+                ratio[start : start + window_frames] = crops.face_found_ratio[k]
+            tables.append(
+                pd.DataFrame(
+                    {
+                        "video": str(path),
+                        "frame": np.arange(1, n + 1),
+                        "valence": per_frame[:, 0],
+                        "arousal": per_frame[:, 1],
+                        "face_found_ratio": ratio,
+                    }
+                )
+            )
+    return pd.concat(tables, ignore_index=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = step_parser(__doc__.splitlines()[0])
     parser.add_argument("--fold", type=int, required=True)
@@ -85,13 +160,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     ds = dataset_params(params, args.dataset)
-    if ds["task"] != "classification":
-        raise SystemExit("predict: per-frame regression output is not wired yet")
     videos = list_videos(args.input)
     layout = layout_for(params, args.dataset)
     model = load_visual_student(layout, args.fold, args.method)
     model.to(resolve_device(params["run"]["device"]))
-    table = predict_videos(videos, model, list(ds["classes"]), params)
+    if ds["task"] == "classification":
+        table = predict_videos(videos, model, list(ds["classes"]), params)
+    else:
+        table = predict_frames(videos, model, int(ds["window_frames"]), params)
     with atomic_path(args.output) as tmp:
         table.to_csv(tmp, index=False)
     print(f"[predict] {len(table)} video(s) -> {args.output}")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
 
 from pipeline_steps.config import dataset_params, load_params, step_parser
 from pipeline_steps.fold_data import Splits, load_index
+from pipeline_steps.job_matrix import n_folds
 from pipeline_steps.layout import Layout, layout_for
 from pipeline_steps.runtime import resolve_device, seed_everything, set_threads
 from pipeline_steps.tasks import Task
@@ -52,9 +54,12 @@ def stage_context(args: argparse.Namespace, salt: str = "") -> StageContext:
     """Load and validate params, seed everything (seed + fold + stage salt), read the index."""
     params = load_params(args.params)
     ds = dataset_params(params, args.dataset)
-    n_folds = params["index_dataset"]["n_folds"]
-    if not 0 <= args.fold < n_folds:
-        raise SystemExit(f"--fold {args.fold} is outside 0..{n_folds - 1} (index_dataset.n_folds)")
+    count = n_folds(params, args.dataset)
+    if not 0 <= args.fold < count:
+        raise SystemExit(
+            f"--fold {args.fold} is outside 0..{count - 1} (index_dataset.n_folds, or one fold "
+            "per subject with index_dataset.loso)"
+        )
     set_threads()
     seed = params["run"]["seed"] * 1000 + args.fold + sum(map(ord, salt))
     generator = seed_everything(seed)
@@ -71,11 +76,34 @@ def stage_context(args: argparse.Namespace, salt: str = "") -> StageContext:
     )
 
 
-def fit_stage(ctx: StageContext, cfg: dict, model, n_train: int, train_step, validate, run):  # noqa: ANN001, ANN201
-    """``trainer.fit`` with the stage's batch size, epochs, patience, seeded data order and the
-    task's validation metric for model selection."""
+def fit_stage(  # noqa: ANN201
+    ctx: StageContext,
+    cfg: dict,
+    model,  # noqa: ANN001
+    n_train: int,
+    train_step,  # noqa: ANN001
+    validate,  # noqa: ANN001
+    run,  # noqa: ANN001
+    *,
+    stage: str,
+    name: str,
+    optimizer: torch.optim.Optimizer,
+    inputs: list[Path],
+    extra: dict | None = None,
+):
+    """``trainer.fit`` with the stage's batch size, epochs, patience, seeded data order, the
+    task's validation metric for model selection, and per-epoch resume state keyed by the
+    stage, its params and its ``inputs`` (``extra``: the stage's own state to keep too)."""
+    from pipeline_steps.resume import Resume, resume_key
     from pipeline_steps.trainer import fit
 
+    key_params = {"section": cfg, "run": ctx.params["run"], "dataset": ctx.ds, "fold": ctx.fold}
+    resume = Resume(
+        ctx.layout.resume(ctx.fold, stage, name),
+        resume_key(f"{stage}-{name}", key_params, [ctx.layout.index, *inputs]),
+        optimizer,
+        extra if extra is not None else {},
+    )
     return fit(
         model,
         n_train=n_train,
@@ -87,6 +115,8 @@ def fit_stage(ctx: StageContext, cfg: dict, model, n_train: int, train_step, val
         validate=validate,
         score_key=ctx.task.score_key,
         run=run,
+        resume=resume,
+        amp_device=ctx.device.type if ctx.params["run"]["amp"] else None,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.encoders import frames_to_tensor
+from models.encoders import video_input
 from models.freeze import freeze
 from models.student import Student
 from pipeline_steps.fold_data import VIDEO
@@ -17,13 +17,16 @@ from pipeline_steps.trainer import load_checkpoint
 class VisualStudent(nn.Module):
     """Needs only face crops (B, T, H, W, 3) uint8; each sample is predicted independently."""
 
-    def __init__(self, video_teacher: nn.Module, student: Student) -> None:
+    def __init__(
+        self, video_teacher: nn.Module, student: Student, video_mode: str = "frames"
+    ) -> None:
         super().__init__()
         self.video_teacher = video_teacher
         self.student = student
+        self.video_mode = video_mode
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        _, features = self.video_teacher(frames_to_tensor(frames))
+        _, features = self.video_teacher(video_input(frames, self.video_mode))
         return self.student(features)
 
 
@@ -36,4 +39,4 @@ def load_visual_student(layout: Layout, fold: int, method: str) -> VisualStudent
     s = load_checkpoint(layout.student(fold, method))
     student = Student(s["in_dim"], s["hidden"], s["embed_dim"], s["n_outputs"])
     student.load_state_dict(s["state_dict"])
-    return freeze(VisualStudent(teacher, student))
+    return freeze(VisualStudent(teacher, student, t.get("video_input") or "frames"))

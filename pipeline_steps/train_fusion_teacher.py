@@ -50,7 +50,19 @@ def main(argv: list[str] | None = None) -> None:
 
     with stage_run(ctx.params, ctx.dataset, ctx.layout, STAGE, fold=ctx.fold) as run:
         run.log_params(cfg)
-        result = fit_stage(ctx, cfg, model, len(x_train), train_step, validate, run)
+        result = fit_stage(
+            ctx,
+            cfg,
+            model,
+            len(x_train),
+            train_step,
+            validate,
+            run,
+            stage=STAGE,
+            name="fusion",
+            optimizer=optim,
+            inputs=[ctx.layout.embeddings(ctx.fold, m) for m in ctx.modalities],
+        )
         freeze(model)
         save_checkpoint(
             ctx.layout.fusion_teacher(ctx.fold),

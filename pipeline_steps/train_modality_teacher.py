@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.encoders import ModalityTeacher, build_encoder, frames_to_tensor
+from models.encoders import ModalityTeacher, build_encoder, video_channels, video_input
 from models.freeze import freeze
-from pipeline_steps.fold_data import VIDEO, Normaliser, modality_array
+from pipeline_steps.fold_data import VIDEO, Normaliser, modality_array, video_shard_paths
 from pipeline_steps.stage import fit_stage, fold_parser, record_result, stage_context
 from pipeline_steps.tracking import stage_run
 from pipeline_steps.trainer import eval_batches, optimiser_step, save_checkpoint
@@ -20,18 +20,29 @@ AUDIO = "audio"
 
 
 class ModalityInput:
-    """Turns stored arrays into encoder inputs: video frames; normalised signals (N, C, L);
-    normalised log-mel spectrograms (N, n_mels, frames) as one-channel images."""
+    """Turns stored arrays into encoder inputs: video clips (``video_input`` mode); normalised
+    signals (N, C, L); normalised log-mel spectrograms (N, n_mels, frames) as one-channel
+    images."""
 
-    def __init__(self, modality: str, normaliser: Normaliser | None) -> None:
+    def __init__(
+        self, modality: str, normaliser: Normaliser | None, video_mode: str = "frames"
+    ) -> None:
         self.modality = modality
         self.normaliser = normaliser
+        self.video_mode = video_mode
 
     def __call__(self, array: np.ndarray) -> torch.Tensor:
         if self.modality == VIDEO:
-            return frames_to_tensor(torch.from_numpy(np.ascontiguousarray(array)))
+            return video_input(torch.from_numpy(np.ascontiguousarray(array)), self.video_mode)
         x = torch.from_numpy(self.normaliser(array))
         return x[:, None] if self.modality == AUDIO else x
+
+
+def feature_paths(params: dict, layout, modality: str) -> list:  # noqa: ANN001
+    """The feature shard files ``modality`` is read from."""
+    if modality == VIDEO:
+        return video_shard_paths(params, layout)
+    return [layout.physio_shard(modality)]
 
 
 def build_teacher(modality: str, in_channels: int, cfg: dict, n_outputs: int) -> ModalityTeacher:
@@ -66,8 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     task = ctx.task
     y_train, y_val = task.targets(ctx.index, splits.train), task.targets(ctx.index, splits.val)
     normaliser = None if args.modality == VIDEO else Normaliser.fit(x_train)
-    to_input = ModalityInput(args.modality, normaliser)
-    in_channels = {VIDEO: 3, AUDIO: 1}.get(args.modality, x_train.shape[1])
+    video_mode = cfg["video_input"]
+    to_input = ModalityInput(args.modality, normaliser, video_mode)
+    in_channels = {VIDEO: video_channels(video_mode), AUDIO: 1}.get(args.modality, x_train.shape[1])
     model = build_teacher(args.modality, in_channels, cfg, ctx.n_outputs).to(ctx.device)
     optim = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
 
@@ -84,7 +96,19 @@ def main(argv: list[str] | None = None) -> None:
         ctx.params, ctx.dataset, ctx.layout, STAGE, modality=args.modality, fold=ctx.fold
     ) as run:
         run.log_params(cfg)
-        result = fit_stage(ctx, cfg, model, len(splits.train), train_step, validate, run)
+        result = fit_stage(
+            ctx,
+            cfg,
+            model,
+            len(splits.train),
+            train_step,
+            validate,
+            run,
+            stage=STAGE,
+            name=args.modality,
+            optimizer=optim,
+            inputs=feature_paths(ctx.params, ctx.layout, args.modality),
+        )
         freeze(model)
         save_checkpoint(
             ctx.layout.teacher(ctx.fold, args.modality),
@@ -92,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
                 "state_dict": model.cpu().state_dict(),
                 "modality": args.modality,
                 "in_channels": in_channels,
+                "video_input": video_mode if args.modality == VIDEO else None,
                 "embed_dim": cfg["embed_dim"],
                 "width": cfg["width"],
                 "n_outputs": ctx.n_outputs,

@@ -66,14 +66,13 @@ def main(argv: list[str] | None = None) -> None:
     # Figure 4: a fixed validation batch's student representations during training.
     n_fig = min(64, len(f_val))
     half = max(0, cfg["epochs"] // 2 - 1)
-    snapshots: dict[str, torch.Tensor] = {}
-    epoch_of = iter(range(cfg["epochs"]))
+    figure: dict = {"epochs_done": 0}  # snapshots "start", "half"; kept in the resume state
 
     def snapshot() -> torch.Tensor:
         return model(f_val[:n_fig].to(ctx.device))[1].detach().cpu()
 
     with torch.no_grad():
-        snapshots["start"] = snapshot()
+        figure["start"] = snapshot()
 
     def train_step(idx: torch.Tensor) -> dict[str, float]:
         target = y_train[idx].to(ctx.device)
@@ -111,8 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     def validate() -> dict[str, float]:
         pred, _ = model(f_val.to(ctx.device))
         row = task.validation_row(pred, y_val)
-        if next(epoch_of) <= half:
-            snapshots["half"] = snapshot()
+        if figure["epochs_done"] <= half:
+            figure["half"] = snapshot()
+        figure["epochs_done"] += 1
         total = sum(counts.values())
         row |= {f"chosen_{k}": v / total for k, v in counts.items()} if total else {}
         counts.clear()
@@ -124,7 +124,21 @@ def main(argv: list[str] | None = None) -> None:
         run.log_params({k: v for k, v in cfg.items() if k != "weights"})
         run.log_params(weights, prefix="weight.")
         run.set_tags({"teacher_strategy": strategy or "none"})
-        result = fit_stage(ctx, cfg, model, len(splits.train), train_step, validate, run)
+        teacher_inputs = [ctx.layout.pool_outputs(ctx.fold)] if pool is not None else []
+        result = fit_stage(
+            ctx,
+            cfg,
+            model,
+            len(splits.train),
+            train_step,
+            validate,
+            run,
+            stage=STAGE,
+            name=args.method,
+            optimizer=optim,
+            inputs=[ctx.layout.embeddings(ctx.fold, VIDEO), *teacher_inputs],
+            extra=figure,
+        )
         with torch.no_grad():
             final = snapshot()
         teacher_val = None
@@ -133,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         write_similarity_snapshots(
             ctx.layout.student_similarity(ctx.fold, args.method),
             [0.0, (half + 1) / cfg["epochs"], 1.0],
-            [snapshots["start"], snapshots.get("half", final), final],
+            [figure["start"], figure.get("half", final), final],
             y_val[:n_fig].figure_labels(),
             teacher=teacher_val,
         )

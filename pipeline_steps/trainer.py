@@ -14,6 +14,7 @@ from torch import nn
 
 from pipeline_steps.atomic import atomic_path
 from pipeline_steps.progress import progress
+from pipeline_steps.resume import Resume
 from pipeline_steps.tracking import StageRun
 
 StepFn = Callable[[torch.Tensor], dict[str, float]]
@@ -57,18 +58,36 @@ def fit(
     validate: ValFn,
     score_key: str,
     run: StageRun | None = None,
+    resume: Resume | None = None,
+    amp_device: str | None = None,
 ) -> FitResult:
     """Train for up to ``epochs``; keep the state with the best validation ``score_key``
-    (higher is better; ties go to the lower ``val_loss``)."""
+    (higher is better; ties go to the lower ``val_loss``). With ``resume``, the loop state is
+    saved after every epoch and a matching saved state is continued (pipeline_steps.resume).
+    ``amp_device`` ("cuda" or "cpu"): training forward passes under bfloat16 autocast (the
+    losses still run in float32, see models.losses.weighted_objective); validation in float32."""
     best: tuple[float, float] | None = None
     result = FitResult({}, -1, {})
-    stale = 0
-    for epoch in progress(range(epochs), desc="epochs"):
+    stale, start = 0, 0
+    saved = resume.load(model, generator) if resume is not None else None
+    if saved is not None:
+        start, stale = saved["epoch"] + 1, saved["stale"]
+        best = tuple(saved["best"]) if saved["best"] is not None else None
+        result = FitResult(
+            saved["best_state"], saved["best_epoch"], saved["best_val"], saved["history"]
+        )
+        if run is not None:  # the resumed job's run gets the whole curve
+            for epoch, row in enumerate(result.history):
+                run.log_metrics(row, step=epoch)
+        if stale >= patience:  # it had stopped early: nothing left to train
+            start = epochs
+    for epoch in progress(range(start, epochs), desc="epochs"):
         model.train()
         sums: dict[str, float] = {}
         count = 0
         for idx in train_batches(n_train, batch_size, generator):
-            logs = train_step(idx)
+            with torch.autocast(amp_device or "cpu", torch.bfloat16, enabled=bool(amp_device)):
+                logs = train_step(idx)
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v * len(idx)
             count += len(idx)
@@ -86,10 +105,24 @@ def fit(
             result.best_epoch, result.best_val = epoch, dict(val)
         else:
             stale += 1
-            if stale >= patience:
-                break
+        if resume is not None:
+            resume.save(
+                epoch,
+                model,
+                generator,
+                best=best,
+                stale=stale,
+                best_state=result.best_state,
+                best_epoch=result.best_epoch,
+                best_val=result.best_val,
+                history=result.history,
+            )
+        if stale >= patience:
+            break
     model.load_state_dict(result.best_state)
     model.eval()
+    if resume is not None:
+        resume.clear()
     return result
 
 

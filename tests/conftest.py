@@ -69,6 +69,49 @@ def snakemake(workdir: Path, *args: str, timeout: int = 2400) -> subprocess.Comp
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+TINY_AFFWILD2 = {
+    "layout": "affwild2",
+    "root": "data/affwild2_demo",
+    "demo": True,
+    "modalities": ["video", "audio"],
+    "task": "regression",
+    "window_frames": 16,
+    "val_fraction": 0.25,
+}
+
+
+def tiny_affwild2_params() -> dict:
+    """The tiny project on the Aff-Wild2-layout demo: two folds (val re-carved), two methods."""
+    params = tiny_params()
+    params["run"]["datasets"] = ["affwild2"]
+    params["datasets"] = {"affwild2": dict(TINY_AFFWILD2)}
+    params["index_dataset"]["n_folds"] = 2
+    params["train_student"]["methods"] = ["visual_only", "mtpkdot"]
+    return params
+
+
+def _run_or_fail(workdir: Path) -> Path:
+    out = snakemake(workdir)
+    if out.returncode != 0:
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log"))
+        )
+        pytest.fail(f"snakemake failed:\n{out.stdout[-5000:]}\n{out.stderr[-5000:]}\n{logs}")
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def affwild2_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole DAG on a tiny Aff-Wild2-layout demo (regression); returns the directory.
+
+    Set MTPKDOT_AFFWILD2_RUN to a finished run's directory to reuse it while developing.
+    """
+    if os.environ.get("MTPKDOT_AFFWILD2_RUN"):
+        return Path(os.environ["MTPKDOT_AFFWILD2_RUN"])
+    workdir = tmp_path_factory.mktemp("affwild2_run")
+    return _run_or_fail(write_project(workdir, tiny_affwild2_params()))
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The whole DAG on a tiny demo dataset; returns the working directory.
@@ -77,11 +120,4 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     if os.environ.get("MTPKDOT_DEMO_RUN"):
         return Path(os.environ["MTPKDOT_DEMO_RUN"])
-    workdir = write_project(tmp_path_factory.mktemp("demo_run"), tiny_params())
-    out = snakemake(workdir)
-    if out.returncode != 0:
-        logs = "\n".join(
-            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((workdir / "logs").rglob("*.log"))
-        )
-        pytest.fail(f"snakemake failed:\n{out.stdout[-5000:]}\n{out.stderr[-5000:]}\n{logs}")
-    return workdir
+    return _run_or_fail(write_project(tmp_path_factory.mktemp("demo_run"), tiny_params()))

@@ -14,6 +14,8 @@ from models.encoders import (
     build_encoder,
     frames_to_tensor,
     load_pretrained,
+    video_channels,
+    video_input,
 )
 from models.freeze import assert_frozen, freeze, unfreeze
 
@@ -126,3 +128,31 @@ def test_freeze_and_assert_frozen() -> None:
     assert backbone.training and all(p.requires_grad for p in backbone.parameters())
     backbone.eval()
     assert not backbone.training
+
+
+def test_video_input_modes() -> None:
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (2, 4, 8, 8, 3), generator=g, dtype=torch.uint8)
+    x = video_input(frames, "frames")
+    assert x.shape == (2, 3, 4, 8, 8)
+    assert torch.allclose(x, frames_to_tensor(frames))
+    delta = video_input(frames, "delta")
+    assert delta.shape == (2, 3, 4, 8, 8)
+    assert torch.all(delta[:, :, 0] == 0)  # the first frame is the clip's own reference
+    assert torch.allclose(delta[:, :, 2], x[:, :, 2] - x[:, :, 0])
+    both = video_input(frames, "frames+delta")
+    assert both.shape[1] == video_channels("frames+delta") == 6
+    assert torch.allclose(both, torch.cat([x, delta], 1))
+    # a clip's input never depends on the other clips of the batch
+    assert torch.allclose(video_input(frames[1:], "delta"), delta[1:])
+    # a static clip (no change of expression) has zero delta whatever the subject looks like
+    static = frames[:, :1].expand(-1, 4, -1, -1, -1)
+    assert torch.all(video_input(static, "delta") == 0)
+    with pytest.raises(ValueError, match="unknown video input"):
+        video_input(frames, "optical_flow")
+
+
+def test_video_encoder_takes_six_channel_input() -> None:
+    enc = build_encoder("video", 16, 4, in_channels=video_channels("frames+delta")).eval()
+    clip = video_input(torch.zeros(1, 4, 32, 32, 3, dtype=torch.uint8), "frames+delta")
+    assert enc(clip).shape == (1, 16)

@@ -112,3 +112,25 @@ def test_teacher_evaluation_and_missing_modality_table(demo_run: Path):
         for scores in [result["fusion"], *result["modality_teachers"].values()]:
             assert 0.0 <= scores["accuracy"] <= 1.0
             assert scores["n"] == result["n_test"]
+
+
+def test_training_beats_chance_and_losses_fall(demo_run: Path):
+    """The demo's labels drive the physiology strongly: its teachers must beat chance (0.5) on
+    the test folds, and every teacher's training loss must fall."""
+    folds = range(TINY["index_dataset"]["n_folds"])
+    results = [
+        json.loads((demo_run / f"results/biovid/fold{k}/eval/teachers.json").read_text())
+        for k in folds
+    ]
+    fusion = sum(r["fusion"]["accuracy"] for r in results) / len(results)
+    assert fusion >= 0.75, fusion
+    physio = {
+        m: sum(r["modality_teachers"][m]["accuracy"] for r in results) / len(results)
+        for m in ("eda", "ecg", "emg")
+    }
+    assert max(physio.values()) >= 0.7, physio
+    for k in folds:
+        for name in ("eda", "ecg", "emg", "video"):
+            metrics = demo_run / f"results/biovid/fold{k}/metrics"
+            history = pd.read_csv(metrics / f"train_modality_teacher-{name}.history.csv")
+            assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0], (k, name)

@@ -133,7 +133,7 @@ def test_changed_folds_make_the_job_lists_stale_until_regenerated(tmp_path):
     with Repo(str(root)) as repo:
         stages = {s.name: s for s in repo.index.stages}
     assert {a for a in stages if a.startswith("train_fusion_teacher@")} == {
-        f"train_fusion_teacher@biovid-{k}" for k in range(n)
+        f"train_fusion_teacher@{d}-{k}" for d in raw["run"]["datasets"] for k in range(n)
     }
     report_deps = {Path(d.def_path).parent.name for d in stages["report@biovid"].deps}
     assert {f"fold{k}" for k in range(n)} <= report_deps
