@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     task = ctx.task
     y_train, y_val = task.targets(ctx.index, splits.train), task.targets(ctx.index, splits.val)
     normaliser = None if args.modality == VIDEO else Normaliser.fit(x_train)
-    video_mode = cfg["video_input"]
+    video_mode = ctx.ds["video_input"]
     to_input = ModalityInput(args.modality, normaliser, video_mode)
     in_channels = {VIDEO: video_channels(video_mode), AUDIO: 1}.get(args.modality, x_train.shape[1])
     model = build_teacher(args.modality, in_channels, cfg, ctx.n_outputs).to(ctx.device)

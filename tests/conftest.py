@@ -25,6 +25,7 @@ TINY = {
             "classes": ["BL1", "PA4"],
             "modalities": ["video", "eda", "ecg", "emg"],
             "task": "classification",
+            "video_input": "delta",
         }
     },
     "make_demo_data": {"n_subjects": 6, "samples_per_class": 3, "frame_size": 128},

@@ -23,6 +23,7 @@ rule train_modality_teacher:
         runtime=240,
     params:
         cfg=config["train_modality_teacher"],
+        video_input=lambda wc: dataset_cfg(wc)["video_input"],
         params_file=PARAMS_FILE,
     shell:
         "MTPKDOT_RULE=train_modality_teacher OMP_NUM_THREADS={threads} python -m pipeline_steps.train_modality_teacher"
