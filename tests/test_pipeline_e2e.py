@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
-from tests.conftest import TINY
+from tests.conftest import TINY, snakemake
 
 METHODS = ["visual_only", "pkd", "pkdot", "mtpkdot"]
 pytestmark = pytest.mark.slow
@@ -93,7 +95,7 @@ def test_same_params_and_seed_give_identical_metrics(demo_run: Path, monkeypatch
     monkeypatch.chdir(demo_run)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{demo_run / 'mlflow.db'}")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as the Snakemake job ran (threads: 1)
-    params_file = next((demo_run / ".snakemake/mtpkdot").glob("params-*.yaml"))
+    params_file = demo_run / ".snakemake/mtpkdot/params.yaml"
     train_student.main(
         ["--params", str(params_file), "--dataset", "biovid", "--fold", "0", "--method", "mtpkdot"]
     )
@@ -134,3 +136,17 @@ def test_training_beats_chance_and_losses_fall(demo_run: Path):
             metrics = demo_run / f"results/biovid/fold{k}/metrics"
             history = pd.read_csv(metrics / f"train_modality_teacher-{name}.history.csv")
             assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0], (k, name)
+
+
+def test_a_student_param_reruns_only_the_student_and_what_follows(demo_run: Path, tmp_path: Path):
+    """Snakemake's params trigger sees each rule's own sections (as DVC does)."""
+    work = tmp_path / "copy"
+    shutil.copytree(demo_run, work, ignore=shutil.ignore_patterns("mlartifacts"))
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["train_student"]["lr"] = 0.001
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = snakemake(work, "-n")
+    assert out.returncode == 0, out.stderr[-3000:]
+    stats = (out.stdout + out.stderr).split("Job stats:")[1].split("total")[0]
+    rules = {line.split()[0] for line in stats.splitlines()[3:] if line.strip()}
+    assert rules == {"train_student", "evaluate", "report", "all"}, stats

@@ -37,7 +37,7 @@ def project(demo_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def params_file(work: Path) -> str:
-    return str(next((work / ".snakemake/mtpkdot").glob("params-*.yaml")))
+    return str(work / ".snakemake/mtpkdot/params.yaml")
 
 
 def fold_args(work: Path, *extra: str) -> list[str]:

@@ -1,6 +1,5 @@
 # Shared helpers: validated config, paths (pipeline_steps.layout), input functions.
 import functools
-import hashlib
 from pathlib import Path
 
 import yaml
@@ -21,13 +20,16 @@ METHODS = config["train_student"]["methods"]
 
 
 def effective_params_file() -> str:
-    """The validated config (params.yaml plus any --config) as the file every step reads."""
+    """The validated config (params.yaml plus any --config) as the file every step reads.
+
+    Its path is fixed (Snakemake locks the working directory, so one invocation writes it at a
+    time): a name that changed with every parameter would make Snakemake's params trigger rerun
+    all jobs on any change. The other ``params`` entries of each step are its own sections (as
+    in dvc.yaml), so a changed student parameter reruns only the student and what follows.
+    """
     text = yaml.safe_dump(dict(config), sort_keys=True)
-    path = (
-        Path(".snakemake/mtpkdot")
-        / f"params-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
-    )
-    if not path.exists():
+    path = Path(".snakemake/mtpkdot/params.yaml")
+    if not path.exists() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)

@@ -24,6 +24,7 @@ rule train_student:
         runtime=120,
     params:
         cfg=config["train_student"],
+        run=config["run"],
         params_file=PARAMS_FILE,
     shell:
         "MTPKDOT_RULE=train_student OMP_NUM_THREADS={threads} python -m pipeline_steps.train_student"
