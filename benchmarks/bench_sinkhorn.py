@@ -111,30 +111,12 @@ def time_methods(
     return {name: (statistics.median(times[name]), values[name]) for name in methods}
 
 
-def pot_loss(n_iters: int, grad: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tol=0: "Sinkhorn did not converge"
-            res = ot.solve_sample(
-                x,
-                y,
-                metric="sqeuclidean",
-                reg=2 * EPS,
-                debias=True,
-                max_iter=n_iters,
-                tol=0,
-                grad=grad,
-            )
-        return res.value / 2
-
-    return loss
-
-
-def pot_dual_value(x: torch.Tensor, y: torch.Tensor, n_iters: int) -> float:
-    """S_eps as our dual value <a, f> + <b, g>, from the potentials POT reaches in n_iters."""
+def pot_solve(x: torch.Tensor, y: torch.Tensor, n_iters: int, grad: str):  # noqa: ANN201
+    """POT's debiased Sinkhorn on our convention (reg = 2 eps: POT's cost is |x-y|^2), exactly
+    ``n_iters`` iterations (tol=0)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = ot.solve_sample(
+        warnings.simplefilter("ignore")  # tol=0: "Sinkhorn did not converge"
+        return ot.solve_sample(
             x,
             y,
             metric="sqeuclidean",
@@ -142,8 +124,20 @@ def pot_dual_value(x: torch.Tensor, y: torch.Tensor, n_iters: int) -> float:
             debias=True,
             max_iter=n_iters,
             tol=0,
-            grad="detach",
+            grad=grad,
         )
+
+
+def pot_loss(n_iters: int, grad: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return pot_solve(x, y, n_iters, grad).value / 2
+
+    return loss
+
+
+def pot_dual_value(x: torch.Tensor, y: torch.Tensor, n_iters: int) -> float:
+    """S_eps as our dual value <a, f> + <b, g>, from the potentials POT reaches in n_iters."""
+    res = pot_solve(x, y, n_iters, "detach")
 
     def dual(r, n: int, m: int) -> torch.Tensor:
         log_u, log_v = r.potentials

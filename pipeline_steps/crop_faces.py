@@ -162,14 +162,20 @@ def open_capture(path: Path) -> cv2.VideoCapture:
     return cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, DECODE_THREADS])
 
 
-def _open_video(path: Path) -> tuple[cv2.VideoCapture, float]:
-    """An opened capture and its frame rate, or a :class:`VideoError`."""
+def _opened_capture(path: Path) -> cv2.VideoCapture:
+    """An opened capture of an existing video file, or a :class:`VideoError`."""
     if not path.is_file():
         raise VideoError(path, "video file not found")
     cap = open_capture(path)
     if not cap.isOpened():
         cap.release()
         raise VideoError(path, "OpenCV cannot open the video (corrupt or unsupported codec)")
+    return cap
+
+
+def _open_video(path: Path) -> tuple[cv2.VideoCapture, float]:
+    """An opened capture and its (valid) frame rate, or a :class:`VideoError`."""
+    cap = _opened_capture(path)
     fps = float(cap.get(cv2.CAP_PROP_FPS))
     if not math.isfinite(fps) or fps <= 0:
         cap.release()
@@ -327,12 +333,7 @@ def _media_frames(path: Path, kind: str, last: int) -> tuple[Iterator[np.ndarray
                 yield held
 
         return from_jpgs(), 0.0
-    if not path.is_file():
-        raise VideoError(path, "video file not found")
-    cap = open_capture(path)
-    if not cap.isOpened():
-        cap.release()
-        raise VideoError(path, "OpenCV cannot open the video (corrupt or unsupported codec)")
+    cap = _opened_capture(path)
     fps = float(cap.get(cv2.CAP_PROP_FPS))
 
     def decoded() -> Iterator[np.ndarray]:
