@@ -26,6 +26,7 @@ and supports one backward pass (no double backward). Weights ``a`` and ``b`` are
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,18 +114,25 @@ def _softmin_(
     axis ``dim`` of ``cost`` (-1: the update of the rows' potential, -2: of the columns').
     """
     alpha = _LOG2E / eps
-    if isinstance(alpha, Tensor):
-        h2 = torch.addcmul(log2_w, pot, alpha)
-    else:
-        h2 = torch.add(log2_w, pot, alpha=alpha)
+    h2 = _add_scaled(log2_w, pot, alpha)
     return _log2_sum_exp2_(h2, cost, alpha, out, normalize, dim).mul_(-_LN2 * eps)
+
+
+def _add_scaled(x: Tensor, y: Tensor, c: Tensor | float) -> Tensor:
+    """``x + c y`` for a number or a (broadcastable) tensor ``c``."""
+    return torch.addcmul(x, y, c) if isinstance(c, Tensor) else torch.add(x, y, alpha=c)
+
+
+def _kernel_(cost: Tensor, eps: Tensor | float, out: Tensor) -> Tensor:
+    """The kernel ``exp(-C / eps) = 2 ** (-alpha C)`` into ``out``."""
+    return torch.mul(cost, -_LOG2E / eps, out=out).exp2_()
 
 
 class _SoftmaxWeights:
     """Row-stochastic soft-max weights ``diag(row) mat diag(col)`` of a Sinkhorn update.
 
-    ``mat`` (..., N, M) may be a view (e.g. a transposed kernel); ``row`` (..., N) and ``col``
-    (..., M) are None where they are 1 (``mat`` then holds the weights themselves).
+    ``mat`` (..., N, M) may be a view (e.g. a transposed kernel); ``row`` (..., N, 1) and
+    ``col`` (..., M, 1) are None where they are 1 (``mat`` then holds the weights themselves).
     """
 
     def __init__(self, mat: Tensor, row: Tensor | None = None, col: Tensor | None = None):
@@ -136,11 +144,12 @@ class _SoftmaxWeights:
         return _SoftmaxWeights(self.mat[index], row, col)
 
     def __matmul__(self, z: Tensor) -> Tensor:
-        """``P @ z`` for z (..., M, D), without forming P."""
+        """``P @ z`` for z (..., M, D), without forming P (a transposed view: ``(z^T P^T)^T``
+        runs up to twice as fast for small D)."""
         if self.col is not None:
-            z = self.col.unsqueeze(-1) * z
-        out = self.mat @ z
-        return out if self.row is None else out.mul_(self.row.unsqueeze(-1))
+            z = self.col * z
+        out = (z.mT @ self.mat.mT).mT
+        return out if self.row is None else out.mul_(self.row)
 
 
 class _EnvelopeFunction(torch.autograd.Function):
@@ -215,13 +224,16 @@ def _pad_points(x: Tensor, log_w: Tensor, n: int) -> tuple[Tensor, Tensor]:
 
 # ----------------------------------------------------------------------------- schedule
 def _blur_schedules(x: Tensor, y: Tensor, blur: float, scaling: float) -> list[list[float]]:
-    """Per problem, the blurs ``d, d s, d s^2, ... (> blur), blur``, with ``d`` the diagonal of
-    the bounding box of both clouds (an upper bound on their diameter) and ``s = scaling``."""
+    """Per problem, geomloss's blurs ``d, d, d s, d s^2, ... (> blur), blur`` (``d`` twice: the
+    initial update and the first damped step), with ``d`` the diagonal of the bounding box of
+    both clouds (an upper bound on their diameter) and ``s = scaling``; ``d = blur`` if the
+    points coincide (any temperature then gives the same result)."""
     lo, hi = torch.aminmax(torch.cat([x, y], dim=1), dim=1)
     schedules = []
     diagonals = torch.linalg.vector_norm(hi - lo, dim=-1).tolist()  # one host sync
     for d in diagonals:
-        s, seq = d, []
+        seq = [d if d > 0 else blur]
+        s = d
         while s > blur:
             seq.append(s)
             s *= scaling
@@ -240,14 +252,15 @@ _KERNEL_MAX_LOG2 = 60.0
 class _Step:
     """One temperature of the epsilon-scaling schedule."""
 
-    eps: Tensor | float  # a float, or (1, P, 1) when the problems of a batch differ
-    waiting: Tensor | None  # (1, P, 1) problems still waiting for their schedule, or None
+    eps: Tensor | float  # a float, or (K P, 1, 1) when the problems of a batch differ
+    waiting: Tensor | None  # (K P, 1, 1) problems still waiting for their schedule, or None
     kernel: bool  # run in the kernel (scaling) domain
     key: tuple[float, ...]  # the temperatures, to reuse a kernel
 
 
-def _eps_steps(blurs: list[list[float]], like: Tensor) -> list[_Step]:
-    """The steps of per-problem schedules aligned on their last step (see _solve_scaling)."""
+def _eps_steps(blurs: list[list[float]], like: Tensor, k: int) -> list[_Step]:
+    """The steps of per-problem schedules aligned on their last step (see _solve_scaling),
+    per-problem values repeated for K stacked blocks of the P problems."""
     n_steps = max(len(seq) for seq in blurs)
     steps = []
     for t in range(n_steps):
@@ -255,8 +268,10 @@ def _eps_steps(blurs: list[list[float]], like: Tensor) -> list[_Step]:
         waiting = [t < n_steps - len(seq) for seq in blurs]
         eps: Tensor | float = values[0]
         if len(set(values)) > 1:
-            eps = torch.tensor(values, dtype=like.dtype).to(like.device).view(1, -1, 1)
-        mask = torch.tensor(waiting).to(like.device).view(1, -1, 1) if any(waiting) else None
+            eps = torch.tensor(values * k, dtype=like.dtype).to(like.device).view(-1, 1, 1)
+        mask = None
+        if any(waiting):
+            mask = torch.tensor(waiting * k).to(like.device).view(-1, 1, 1)
         # C <= d**2 / 2 for the bounding-box diagonal d = seq[0] (or blur >= d)
         kernel = all(
             _LOG2E / e * seq[0] ** 2 / 2 <= _KERNEL_MAX_LOG2
@@ -271,35 +286,31 @@ def _quartered(before: tuple[float, ...], after: tuple[float, ...]) -> bool:
     return all(abs(b - 4 * a) <= 1e-9 * b for b, a in zip(before, after, strict=True))
 
 
-def _softmin_kernel_(
-    log2_w: Tensor,
-    pot: Tensor,
-    cost: Tensor,
-    eps: Tensor | float,
-    kernel: Tensor,
-    transpose: Tensor,
-    fresh: bool,
-) -> Tensor:
-    """:func:`_softmin_` as ``-eps ln(K w)`` with ``K = 2 ** (-alpha C)``, for small alpha C.
+@functools.lru_cache(maxsize=16)
+def _block_constants(p: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """For the cost blocks (x, x), (x, y), (y, x), (y, y) of P problems, stacked block-major:
+    the index of each block's transpose (4 P,) and the sign of its rows' potential in S_eps,
+    (4 P, 1, 1). Cached: two small tensors fewer to build per call."""
+    transpose = (torch.tensor([0, 2, 1, 3]).view(4, 1) * p + torch.arange(p)).view(-1)
+    signs = torch.tensor([-1.0, 1.0, 1.0, -1.0]).repeat_interleave(p).view(-1, 1, 1)
+    return transpose.to(device), signs.to(device)
 
-    The blocks of ``cost`` (K, P, N, N) must be closed under transposition, block ``k``
-    being the transpose of block ``transpose[k]``: the products are then row-vector times
-    matrix. ``kernel`` holds K, recomputed when ``fresh``.
+
+def _kernel_log2_sums(
+    log2_wn: Tensor, pot: Tensor | None, alpha: Tensor | float, kernel: Tensor, transpose: Tensor
+) -> Tensor:
+    """The soft-mins of all blocks on the kernel ``K = 2 ** (-alpha C)``, for small alpha C, in
+    units of ``-eps ln 2``: ``log2 sum_j w_j 2 ** (alpha pot'_j) K_ij``.
+
+    The blocks (K P, N, M) are closed under transposition (block ``k`` is the transpose of
+    block ``transpose[k]``): the potential ``pot`` (K P, 1, N) of block ``k``'s rows, with the
+    log-weights ``log2_wn`` of those rows, is the input ``pot'`` of the update of block
+    ``transpose[k]``, a row vector times block ``k``. ``pot`` None: zeros.
     """
-    alpha = _LOG2E / eps
-    if fresh:
-        scale = -alpha.unsqueeze(-1) if isinstance(alpha, Tensor) else -alpha
-        torch.mul(cost, scale, out=kernel).exp2_()
-    if isinstance(alpha, Tensor):
-        h2 = torch.addcmul(log2_w, pot, alpha)
-    else:
-        h2 = torch.add(log2_w, pot, alpha=alpha)
+    h2 = log2_wn if pot is None else _add_scaled(log2_wn, pot, alpha)
     top = h2.amax(dim=-1, keepdim=True)
-    w = (h2 - top).exp2_()  # in [0, 1]; the largest term of each sum is >= 2**-60
-    k, p, n, m = kernel.shape
-    rows = torch.bmm(w.index_select(0, transpose).view(k * p, 1, n), kernel.view(k * p, n, m))
-    total = rows.view(k, p, m).index_select(0, transpose)
-    return total.log2_().add_(top).mul_(-_LN2 * eps)
+    w = torch.sub(h2, top).exp2_()  # in [0, 1]; the largest term of each sum is >= 2**-60
+    return torch.bmm(w, kernel).log2_().add_(top).index_select(0, transpose)
 
 
 class _AbsorbedKernel:
@@ -314,23 +325,23 @@ class _AbsorbedKernel:
     """
 
     def __init__(self, cost: Tensor, buf: Tensor, w: Tensor):
-        self.cost, self.kernel, self.w = cost, buf, w  # cost, buf (K, P, N, M); w (K, P, M)
+        self.cost, self.kernel, self.w = cost, buf, w  # cost, buf (K P, N, M); w (K P, 1, M)
         self.valid = False
 
     def build(self, p: Tensor, q: Tensor, eps: Tensor | float) -> None:
-        """Compute K for row potentials p (K, P, N), column potentials q (K, P, M)."""
+        """Compute K for row potentials p (K P, 1, N), column potentials q (K P, 1, M)."""
         alpha = _LOG2E / eps
-        if isinstance(alpha, Tensor):  # (1, P, 1): problems at different temperatures
-            torch.sub(p.unsqueeze(-1), self.cost, out=self.kernel)
-            self.kernel.add_(q.unsqueeze(-2)).mul_(alpha.unsqueeze(-1))
+        if isinstance(alpha, Tensor):  # (K P, 1, 1): problems at different temperatures
+            torch.sub(p.mT, self.cost, out=self.kernel)
+            self.kernel.add_(q).mul_(alpha)
         else:
-            torch.sub((p * alpha).unsqueeze(-1), self.cost, alpha=alpha, out=self.kernel)
-            self.kernel.add_((q * alpha).unsqueeze(-2))
+            torch.sub((p * alpha).mT, self.cost, alpha=alpha, out=self.kernel)
+            self.kernel.add_(q * alpha)
         self.kernel.clamp_(min=_EXP2_FLOOR).exp2_()
         self.p, self.q, self.eps, self.alpha, self.valid = p, q, eps, alpha, True
 
     def sums(self, q: Tensor) -> tuple[Tensor, Tensor] | None:
-        """``s = K w'`` (K, P, N) and ``w'`` for column potentials q, or None if refused.
+        """``s = K w'`` (K P, 1, N) and ``w'`` for column potentials q, or None if refused.
 
         The soft-min of q is ``p - eps ln s``; its soft-max weights ``diag(1 / s) K diag(w')``.
         """
@@ -341,9 +352,7 @@ class _AbsorbedKernel:
             if not shift.amax().item() <= _ABSORBED_LOG2:  # NaN: refused
                 return None
             w = shift.exp2_().mul_(w)
-        k, p, n, m = self.kernel.shape
-        kernel_t = self.kernel.view(k * p, n, m).transpose(1, 2)
-        sums = torch.bmm(w.view(k * p, 1, m), kernel_t).view(k, p, n)
+        sums = torch.bmm(w, self.kernel.mT)
         lo, hi = (t.item() for t in torch.aminmax(sums))
         if not 1.0 / bound <= lo <= hi <= bound:
             return None
@@ -366,83 +375,91 @@ def _solve_scaling(
 ) -> tuple[tuple[Tensor], Tensor | None, Tensor | None]:
     """S_eps by epsilon-scaling: damped symmetric updates, then one full update at blur**2.
 
-    Four potentials are stacked: f_ab, f_aa (on x), g_ab, g_bb (on y).
+    The cost blocks (x, x), (x, y), (y, x), (y, y) of the P problems are stacked (4 P, N, M)
+    with the potentials of their rows (4 P, 1, N): f_aa, f_ab (on x), g_ab, g_bb (on y).
     Problem p starts at eps = d_p**2 and waits, unchanged, until the steps left equal the
     length of its own schedule, so a batched call equals a loop over the problems.
     The coarse steps run on the kernel ``exp(-C / eps)``; the fine ones on a kernel absorbing
     the current potentials (falling back to the log domain when it must), which the final
     update, at the same temperature as the last step, reuses.
     """
-    cost, _, v = _stacked_costs([x, x, y, y], [y, x, x, y])
-    log2_w = torch.stack([lb, la, la, lb]).mul_(_LOG2E)  # weights of the points summed over
-    partner = torch.tensor([2, 1, 0, 3], device=x.device)  # potential entering each block
+    cost, _, v = _stacked_costs([x, x, y, y], [x, y, x, y])
+    k, p, n, m = cost.shape
+    cost, v = cost.view(k * p, n, m), v.view(k * p, m, -1)
+    transpose, signs = _block_constants(p, x.device)
+    log_w = torch.stack([la, lb, la, lb]).view(k * p, 1, m)  # of the points summed over
+    log2_w = log_w * _LOG2E
+    log2_wn = log2_w.index_select(0, transpose)  # of the rows' points
     buf = torch.empty_like(cost)
-    absorbed = _AbsorbedKernel(cost, buf, log2_w.exp2())
-    steps = _eps_steps(blurs, x)
+    absorbed = _AbsorbedKernel(cost, buf, log_w.exp())
+    steps = _eps_steps(blurs, x, k)
     kernel_key = None  # temperatures of the kernel exp(-C / eps) held in buf
+
+    def log_domain(pot_in: Tensor, eps: Tensor | float, normalize: bool = False) -> Tensor:
+        """The soft-mins of all blocks in the log domain, given their inputs (K P, 1, M)."""
+        e = eps.view(-1, 1) if isinstance(eps, Tensor) else eps
+        new = _softmin_(log2_w.view(-1, m), pot_in.view(-1, m), cost, e, buf, normalize)
+        return new.view(-1, 1, n)
 
     def damped(step: _Step, pot: Tensor) -> Tensor:
         """``(pot + softmin(pot_in)) / 2``: the symmetric, damped update of a step."""
         nonlocal kernel_key
-        pot_in = pot.index_select(0, partner)
         if not step.kernel:
             kernel_key = None
+            pot_in = pot.index_select(0, transpose)
             absorbed.build(pot, pot_in, step.eps)
             result = absorbed.sums(pot_in)
             if result is not None:  # softmin = pot - eps ln s
-                return torch.add(pot, result[0].log2_().mul_(step.eps * (-0.5 * _LN2)))
+                return _add_scaled(pot, result[0].log2_(), -0.5 * _LN2 * step.eps)
             absorbed.valid = False
-            new = _softmin_(log2_w, pot_in, cost, step.eps, buf)
-        else:
-            absorbed.valid = False
-            fresh = kernel_key != step.key
-            if fresh and kernel_key is not None and _quartered(kernel_key, step.key):
+            return pot.lerp(log_domain(pot_in, step.eps), 0.5)
+        absorbed.valid = False
+        if kernel_key != step.key:
+            if kernel_key is not None and _quartered(kernel_key, step.key):
                 buf.square_().square_()  # exp(-C / (eps / 4)) = exp(-C / eps) ** 4: no exp
-                fresh = False
+            else:
+                _kernel_(cost, step.eps, buf)
             kernel_key = step.key
-            # the transpose of block (x, y) is block (y, x): the permutation `partner`
-            new = _softmin_kernel_(log2_w, pot_in, cost, step.eps, buf, partner, fresh)
-        return pot.lerp(new, 0.5)  # not in place: the absorbed kernel holds the old pot
+        log2_sums = _kernel_log2_sums(log2_wn, pot, _LOG2E / step.eps, buf, transpose)
+        return _add_scaled(pot, log2_sums, -_LN2 * step.eps).mul_(0.5)
 
     first = steps[0]
-    zeros = torch.zeros_like(log2_w)
     if first.kernel:  # always, as eps >= diameter**2 there
-        pot = _softmin_kernel_(log2_w, zeros, cost, first.eps, buf, partner, True)
+        _kernel_(cost, first.eps, buf)
         kernel_key = first.key
+        pot = _kernel_log2_sums(log2_wn, None, 0.0, buf, transpose).mul_(-_LN2 * first.eps)
     else:
-        pot = _softmin_(log2_w, zeros, cost, first.eps, buf)
+        pot = log_domain(torch.zeros_like(log2_w), first.eps)
     for step in steps:
         new = damped(step, pot)
         pot = new if step.waiting is None else torch.where(step.waiting, pot, new)
     # the final, undamped update at eps = blur**2, the temperature of the last step
     eps = blurs[0][-1] ** 2
-    pot_in = pot.index_select(0, partner)
+    pot_in = pot.index_select(0, transpose)
     result = absorbed.sums(pot_in) if absorbed.valid else None
     if result is None:
         absorbed.build(pot, pot_in, eps)
         result = absorbed.sums(pot_in)
     if result is not None:
         sums, w = result
-        pot = absorbed.p - sums.log2().mul_(_LN2 * eps)
-        weights = _SoftmaxWeights(buf, sums.reciprocal_(), w)
+        pot = torch.add(absorbed.p, sums.log2(), alpha=-_LN2 * eps)
+        weights = _SoftmaxWeights(buf, sums.reciprocal_().mT, w.mT)
     else:
-        pot = _softmin_(log2_w, pot_in, cost, eps, buf, normalize=True)
+        pot = log_domain(pot_in, eps, normalize=True)
         weights = _SoftmaxWeights(buf)
-    a, b = la.exp(), lb.exp()
-    value = (torch.stack([a, -a, b, -b]) * pot).sum((0, 2))
-    # soft-max weights P of the last update: d S / d x = a (P_aa x - P_ab y), etc.
-    grad_x = grad_y = None
-    if want_grad[0] and want_grad[1]:
-        moved = weights @ v  # P_ab y, P_aa x, P_ba x, P_bb y
-        grad_x = a.unsqueeze(-1) * (moved[1] - moved[0])
-        grad_y = b.unsqueeze(-1) * (moved[3] - moved[2])
-    elif want_grad[0]:
-        moved = weights[:2] @ v[:2]
-        grad_x = a.unsqueeze(-1) * (moved[1] - moved[0])
-    elif want_grad[1]:
-        moved = weights[2:] @ v[2:]
-        grad_y = b.unsqueeze(-1) * (moved[1] - moved[0])
-    return (value,), grad_x, grad_y
+    wn = absorbed.w.index_select(0, transpose)  # weights of the rows' points: a, a, b, b
+    value = (wn * signs).mul_(pot).view(k, p, n).sum((0, 2))
+    # soft-max weights P of the last update: d S / d x = a (P_xx x - P_xy y), etc.
+    grads: list[Tensor | None] = [None, None]
+    lo, hi = (0 if want_grad[0] else 2), (4 if want_grad[1] else 2)
+    if lo < hi:
+        moved = (weights[lo * p : hi * p] @ v[lo * p : hi * p]).view(hi - lo, p, n, -1)
+        for c, (own, cross) in enumerate([(0, 1), (3, 2)]):
+            if want_grad[c]:
+                grads[c] = wn[2 * c * p : (2 * c + 1) * p].mT * (
+                    moved[own - lo] - moved[cross - lo]
+                )
+    return (value,), grads[0], grads[1]
 
 
 class _ScalingDomain:
@@ -547,13 +564,12 @@ class _ScalingDomain:
         ``s_f'`` are the sums before that update. Valid until the next absorption."""
         assert self.sum_f is not None and self.sum_g is not None
         kernel = self.kernel.view(*self.shape_f, -1)
-        w_f = _SoftmaxWeights(
-            kernel, self.sum_f.reciprocal().view(self.shape_f), self.b_v.view(self.shape_g)
-        )
+        shape_f, shape_g = (*self.shape_f, 1), (*self.shape_g, 1)
+        w_f = _SoftmaxWeights(kernel, self.sum_f.reciprocal().view(shape_f), self.b_v.view(shape_g))
         w_g = _SoftmaxWeights(
             kernel.transpose(-1, -2),
-            self.sum_g.reciprocal().view(self.shape_g),
-            self.a_prev.view(self.shape_f),
+            self.sum_g.reciprocal().view(shape_g),
+            self.a_prev.view(shape_f),
         )
         return w_f, w_g
 

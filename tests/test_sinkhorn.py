@@ -211,23 +211,29 @@ def test_converged_divergence_matches_pot_entropic_value(weighted: bool) -> None
     ("n", "m", "blur"), [(20, 20, 0.1), (20, 13, 0.1), (30, 30, 0.05), (12, 12, 0.5)]
 )
 def test_epsilon_scaling_matches_geomloss(n: int, m: int, blur: float) -> None:
+    """The same schedule (the diameter's temperature twice), damped updates and final
+    extrapolation as geomloss: value and gradients agree to rounding in float64."""
     x, y = _clouds(n, m, d=4, seed=n + m)
     x.requires_grad_(True)
     y.requires_grad_(True)
     ours = sinkhorn_divergence(x, y, blur=blur)
     ref = SamplesLoss("sinkhorn", p=2, blur=blur, backend="tensorized")(x, y)
-    torch.testing.assert_close(ours, ref, rtol=1e-2, atol=0)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=0)
     g_ours = torch.autograd.grad(ours, (x, y))
     g_ref = torch.autograd.grad(ref, (x, y))
     for got, want in zip(g_ours, g_ref, strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=2e-2 * want.abs().max().item())
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10 * want.abs().max().item())
 
 
 def test_epsilon_scaling_matches_geomloss_batched() -> None:
+    """Each problem of a batch keeps its own diameter: geomloss called per problem (a batched
+    geomloss call shares the largest diameter, a slightly different schedule)."""
     x = torch.rand(3, 15, 5, dtype=F64, generator=torch.Generator().manual_seed(8))
     y = torch.rand(3, 15, 5, dtype=F64, generator=torch.Generator().manual_seed(9)) * 1.5
-    ref = SamplesLoss("sinkhorn", p=2, blur=0.1, backend="tensorized")(x, y)
-    torch.testing.assert_close(sinkhorn_divergence(x, y), ref, rtol=1e-2, atol=0)
+    loss = SamplesLoss("sinkhorn", p=2, blur=0.1, backend="tensorized")
+    ref = torch.stack([loss(x[p], y[p]) for p in range(3)])
+    torch.testing.assert_close(sinkhorn_divergence(x, y), ref, rtol=1e-10, atol=0)
+    torch.testing.assert_close(sinkhorn_divergence(x, y), loss(x, y), rtol=1e-2, atol=0)
 
 
 # ------------------------------------------------------------------ properties
@@ -284,7 +290,7 @@ def test_unequal_sizes_far_from_the_origin_match_geomloss() -> None:
     x, y = _clouds(17, 6, d=5, seed=24)
     x, y = x + 50.0, y + 50.0
     ref = SamplesLoss("sinkhorn", p=2, blur=0.1, backend="tensorized")(x, y)
-    torch.testing.assert_close(sinkhorn_divergence(x, y), ref, rtol=1e-2, atol=0)
+    torch.testing.assert_close(sinkhorn_divergence(x, y), ref, rtol=1e-9, atol=0)
 
 
 def test_float32_close_to_float64() -> None:
@@ -330,6 +336,57 @@ def test_gradient_only_to_inputs_that_require_it() -> None:
     y.requires_grad_(True)
     sinkhorn_divergence(x, y).backward()
     assert x.grad is None and y.grad is not None and torch.isfinite(y.grad).all()
+
+
+@pytest.mark.parametrize("n_iters", [0, 30])
+@pytest.mark.parametrize("batched", [False, True])
+def test_gradient_of_one_input_equals_that_of_both(n_iters: int, batched: bool) -> None:
+    """The solver skips the gradient of an input that does not require it (e.g. the teacher's
+    cloud): same value, same gradient of the other input as when both require one."""
+    x, y = _clouds(7, 5, seed=31)
+    if batched:
+        x, y = torch.stack([x, 1.5 * x]), torch.stack([y, y + 0.2])
+
+    def grads(need_x: bool, need_y: bool):
+        u, v = x.clone().requires_grad_(need_x), y.clone().requires_grad_(need_y)
+        value = sinkhorn_divergence(u, v, blur=0.2, n_iters=n_iters)
+        value.sum().backward()
+        return value.detach(), u.grad, v.grad
+
+    value, grad_x, grad_y = grads(True, True)
+    value_y, none_x, only_y = grads(False, True)
+    value_x, only_x, none_y = grads(True, False)
+    assert none_x is None and none_y is None
+    torch.testing.assert_close(value_y, value, rtol=0, atol=0)
+    torch.testing.assert_close(value_x, value, rtol=0, atol=0)
+    torch.testing.assert_close(only_y, grad_y, rtol=0, atol=0)
+    torch.testing.assert_close(only_x, grad_x, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("kernel_max", "absorbed"),
+    [(0.0, None), (None, 1e-3), (0.0, 1e-3)],
+    ids=["no-kernel-steps", "absorbed-refused", "log-domain-only"],
+)
+def test_epsilon_scaling_fallbacks_keep_the_iterates(
+    monkeypatch: pytest.MonkeyPatch, kernel_max: float | None, absorbed: float | None
+) -> None:
+    """Epsilon-scaling steps moved from the kernel exp(-C / eps) or the absorbed kernel to
+    the log domain give the same value and gradients (float64, unequal sizes, weights)."""
+    x, y = _clouds(9, 6, d=3, seed=32)
+    a, b = _weights(9, 33), _weights(6, 34)
+    x.requires_grad_(True)
+    y.requires_grad_(True)
+    ref = sinkhorn_divergence(x, y, blur=0.1, a=a, b=b)
+    g_ref = torch.autograd.grad(ref, (x, y))
+    if kernel_max is not None:
+        monkeypatch.setattr(sinkhorn_module, "_KERNEL_MAX_LOG2", kernel_max)
+    if absorbed is not None:
+        monkeypatch.setattr(sinkhorn_module, "_ABSORBED_LOG2", absorbed)
+    got = sinkhorn_divergence(x, y, blur=0.1, a=a, b=b)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=0)
+    for g_got, g_want in zip(torch.autograd.grad(got, (x, y)), g_ref, strict=True):
+        torch.testing.assert_close(g_got, g_want, rtol=0, atol=1e-12 * g_want.abs().max())
 
 
 def _unrolled_divergence(x, y, eps: float, n_iters: int, a=None, b=None) -> torch.Tensor:
