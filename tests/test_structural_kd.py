@@ -9,6 +9,7 @@ import torch
 
 from models.sinkhorn import sinkhorn_divergence
 from models.structural_kd import (
+    _similarity_column_means,
     centroid_loss,
     cosine_similarity_matrix,
     pkd_loss,
@@ -70,6 +71,24 @@ def test_topk_clips_k_and_breaks_ties_by_column() -> None:
     assert topk_anchor_indices(ties, 1, largest=True).flatten().tolist() == [0, 0, 0]
     with pytest.raises(ValueError, match="k"):
         topk_anchor_indices(S_HAND, 0)
+
+
+@pytest.mark.parametrize("largest", [False, True])
+@pytest.mark.parametrize("decimals", [None, 1])  # 1 decimal: many ties in every row
+def test_topk_equals_the_stable_sort(largest: bool, decimals: int | None) -> None:
+    gen = torch.Generator().manual_seed(3)
+    for k in (1, 5, 30, 63, 64):
+        z = torch.randn(64, 16, generator=gen)
+        s = cosine_similarity_matrix(z)
+        if decimals is not None:
+            s = s.round(decimals=decimals)
+        order = torch.sort(s, dim=1, descending=largest, stable=True).indices[:, :k]
+        assert torch.equal(topk_anchor_indices(s, k, largest=largest), order)
+
+
+def test_centroid_column_means_equal_those_of_the_matrix() -> None:
+    z = torch.randn(50, 9, generator=torch.Generator().manual_seed(4), dtype=F64)
+    torch.testing.assert_close(_similarity_column_means(z), cosine_similarity_matrix(z).mean(dim=0))
 
 
 def test_structural_ot_loss_follows_the_spec() -> None:
