@@ -287,71 +287,79 @@ def _quartered(before: tuple[float, ...], after: tuple[float, ...]) -> bool:
 
 
 @functools.lru_cache(maxsize=16)
-def _block_constants(p: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """For the cost blocks (x, x), (x, y), (y, x), (y, y) of P problems, stacked block-major:
-    the index of each block's transpose (4 P,) and the sign of its rows' potential in S_eps,
-    (4 P, 1, 1). Cached: two small tensors fewer to build per call."""
-    transpose = (torch.tensor([0, 2, 1, 3]).view(4, 1) * p + torch.arange(p)).view(-1)
-    signs = torch.tensor([-1.0, 1.0, 1.0, -1.0]).repeat_interleave(p).view(-1, 1, 1)
-    return transpose.to(device), signs.to(device)
+def _block_signs(p: int, device: torch.device) -> Tensor:
+    """The sign of the rows' potential of each cost block (x, x), (x, y), (y, x), (y, y) of P
+    problems in S_eps, (4 P, 1, 1). Cached: a small tensor fewer to build per call."""
+    return torch.tensor([-1.0, 1.0, 1.0, -1.0]).repeat_interleave(p).view(-1, 1, 1).to(device)
+
+
+def _transposed(t: Tensor, p: int) -> Tensor:
+    """A view (2, 2, P, -1) of per-block values t (4 P, ...), blocks (a, b) (cost blocks
+    (x, x), (x, y), (y, x), (y, y)), holding at (a, b) the values of block (b, a)."""
+    return t.view(2, 2, p, -1).transpose(0, 1)
 
 
 def _kernel_log2_sums(
-    log2_wn: Tensor, pot: Tensor | None, alpha: Tensor | float, kernel: Tensor, transpose: Tensor
+    log2_wn: Tensor, pot: Tensor | None, alpha: Tensor | float, kernel: Tensor, p: int
 ) -> Tensor:
     """The soft-mins of all blocks on the kernel ``K = 2 ** (-alpha C)``, for small alpha C, in
-    units of ``-eps ln 2``: ``log2 sum_j w_j 2 ** (alpha pot'_j) K_ij``.
+    units of ``-eps ln 2``: ``log2 sum_j w_j 2 ** (alpha pot'_j) K_ij``, as (2, 2, P, M).
 
-    The blocks (K P, N, M) are closed under transposition (block ``k`` is the transpose of
-    block ``transpose[k]``): the potential ``pot`` (K P, 1, N) of block ``k``'s rows, with the
-    log-weights ``log2_wn`` of those rows, is the input ``pot'`` of the update of block
-    ``transpose[k]``, a row vector times block ``k``. ``pot`` None: zeros.
+    The blocks (4 P, N, M) are closed under transposition: the potential ``pot`` (4 P, 1, N)
+    of block (a, b)'s rows, with the log-weights ``log2_wn`` of those rows, is the input
+    ``pot'`` of the update of block (b, a), a row vector times block (a, b). None: zeros.
     """
     h2 = log2_wn if pot is None else _add_scaled(log2_wn, pot, alpha)
     top = h2.amax(dim=-1, keepdim=True)
     w = torch.sub(h2, top).exp2_()  # in [0, 1]; the largest term of each sum is >= 2**-60
-    return torch.bmm(w, kernel).log2_().add_(top).index_select(0, transpose)
+    return _transposed(torch.bmm(w, kernel).log2_().add_(top), p)
 
 
 class _AbsorbedKernel:
     """Soft-mins on a kernel that absorbs the potentials (log-stabilized scaling).
 
     ``K = 2 ** (alpha (p_i + q_j - C_ij))``, ``alpha = log2(e) / eps``, is built in a buffer
-    for row potentials ``p`` and column potentials ``q``; the soft-min of any ``q'`` is then
-    ``p - eps ln sum_j w'_j K_ij`` with ``w' = w 2 ** (alpha (q' - q))``: one matrix-vector
-    product instead of the passes of the log domain. It is refused (None) unless the sums lie
-    within ``2**(+-_ABSORBED_LOG2)`` and ``w' <= w 2**_ABSORBED_LOG2``, where entries of K
-    raised to the exponent floor cannot matter.
+    for the row potentials ``p`` (4 P, 1, N) of the cost blocks of :func:`_solve_scaling`,
+    whose column potentials ``q`` are those of the transposed blocks; the soft-min of any
+    ``q'`` is then ``p - eps ln sum_j w'_j K_ij`` with ``w' = w 2 ** (alpha (q' - q))``: one
+    matrix-vector product instead of the passes of the log domain. It is refused (None)
+    unless the sums lie within ``2**(+-_ABSORBED_LOG2)`` and ``w' <= w 2**_ABSORBED_LOG2``,
+    where entries of K raised to the exponent floor cannot matter.
     """
 
-    def __init__(self, cost: Tensor, buf: Tensor, w: Tensor):
-        self.cost, self.kernel, self.w = cost, buf, w  # cost, buf (K P, N, M); w (K P, 1, M)
-        self.valid = False
+    def __init__(self, cost: Tensor, buf: Tensor, w: Tensor, p: int):
+        self.cost, self.kernel, self.w = cost, buf, w  # cost, buf (4 P, N, M); w (4 P, 1, M)
+        self.blocks = buf.view(2, 2, p, *buf.shape[1:])  # (a, b, P, N, M)
+        self.n_problems, self.valid = p, False
 
-    def build(self, p: Tensor, q: Tensor, eps: Tensor | float) -> None:
-        """Compute K for row potentials p (K P, 1, N), column potentials q (K P, 1, M)."""
+    def build(self, p: Tensor, eps: Tensor | float) -> None:
+        """Compute K for row potentials p (4 P, 1, N)."""
         alpha = _LOG2E / eps
-        if isinstance(alpha, Tensor):  # (K P, 1, 1): problems at different temperatures
+        if isinstance(alpha, Tensor):  # (4 P, 1, 1): problems at different temperatures
             torch.sub(p.mT, self.cost, out=self.kernel)
-            self.kernel.add_(q).mul_(alpha)
+            self.blocks.add_(_transposed(p, self.n_problems).unsqueeze(-2))
+            self.kernel.mul_(alpha)
         else:
-            torch.sub((p * alpha).mT, self.cost, alpha=alpha, out=self.kernel)
-            self.kernel.add_(q * alpha)
+            p_alpha = p * alpha
+            torch.sub(p_alpha.mT, self.cost, alpha=alpha, out=self.kernel)
+            self.blocks.add_(_transposed(p_alpha, self.n_problems).unsqueeze(-2))
         self.kernel.clamp_(min=_EXP2_FLOOR).exp2_()
-        self.p, self.q, self.eps, self.alpha, self.valid = p, q, eps, alpha, True
+        self.p, self.alpha, self.valid = p, alpha, True
 
-    def sums(self, q: Tensor) -> tuple[Tensor, Tensor] | None:
-        """``s = K w'`` (K P, 1, N) and ``w'`` for column potentials q, or None if refused.
-
-        The soft-min of q is ``p - eps ln s``; its soft-max weights ``diag(1 / s) K diag(w')``.
+    def sums(self, p: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
+        """``s = K w'`` (4 P, 1, N) and ``w'`` (4 P, 1, M) for row potentials p (the column
+        potentials being those of the transposed blocks; None: those of the build), or None
+        if refused. The soft-min is ``p_build - eps ln s``; its soft-max weights
+        ``diag(1 / s) K diag(w')``.
         """
         bound = 2.0**_ABSORBED_LOG2
         w = self.w
-        if q is not self.q:
-            shift = (q - self.q).mul_(self.alpha)
+        if p is not None:
+            shift = (p - self.p).mul_(self.alpha)
             if not shift.amax().item() <= _ABSORBED_LOG2:  # NaN: refused
                 return None
-            w = shift.exp2_().mul_(w)
+            shift = _transposed(shift.exp2_(), self.n_problems)
+            w = torch.mul(w.view(shift.shape), shift).view_as(w)
         sums = torch.bmm(w, self.kernel.mT)
         lo, hi = (t.item() for t in torch.aminmax(sums))
         if not 1.0 / bound <= lo <= hi <= bound:
@@ -376,7 +384,8 @@ def _solve_scaling(
     """S_eps by epsilon-scaling: damped symmetric updates, then one full update at blur**2.
 
     The cost blocks (x, x), (x, y), (y, x), (y, y) of the P problems are stacked (4 P, N, M)
-    with the potentials of their rows (4 P, 1, N): f_aa, f_ab (on x), g_ab, g_bb (on y).
+    with the potentials of their rows (4 P, 1, N): f_aa, f_ab (on x), g_ab, g_bb (on y); the
+    input of the update of block (a, b) is the potential of block (b, a), a view.
     Problem p starts at eps = d_p**2 and waits, unchanged, until the steps left equal the
     length of its own schedule, so a batched call equals a loop over the problems.
     The coarse steps run on the kernel ``exp(-C / eps)``; the fine ones on a kernel absorbing
@@ -386,19 +395,19 @@ def _solve_scaling(
     cost, _, v = _stacked_costs([x, x, y, y], [x, y, x, y])
     k, p, n, m = cost.shape
     cost, v = cost.view(k * p, n, m), v.view(k * p, m, -1)
-    transpose, signs = _block_constants(p, x.device)
     log_w = torch.stack([la, lb, la, lb]).view(k * p, 1, m)  # of the points summed over
     log2_w = log_w * _LOG2E
-    log2_wn = log2_w.index_select(0, transpose)  # of the rows' points
+    log2_wn = torch.stack([la, la, lb, lb]).view(k * p, 1, n).mul_(_LOG2E)  # of the rows'
     buf = torch.empty_like(cost)
-    absorbed = _AbsorbedKernel(cost, buf, log_w.exp())
+    absorbed = _AbsorbedKernel(cost, buf, log_w.exp(), p)
     steps = _eps_steps(blurs, x, k)
     kernel_key = None  # temperatures of the kernel exp(-C / eps) held in buf
 
-    def log_domain(pot_in: Tensor, eps: Tensor | float, normalize: bool = False) -> Tensor:
-        """The soft-mins of all blocks in the log domain, given their inputs (K P, 1, M)."""
+    def log_domain(pot: Tensor, eps: Tensor | float, normalize: bool = False) -> Tensor:
+        """The soft-mins of all blocks in the log domain, for row potentials pot (4 P, 1, N)."""
         e = eps.view(-1, 1) if isinstance(eps, Tensor) else eps
-        new = _softmin_(log2_w.view(-1, m), pot_in.view(-1, m), cost, e, buf, normalize)
+        pot_in = _transposed(pot, p).reshape(-1, m)
+        new = _softmin_(log2_w.view(-1, m), pot_in, cost, e, buf, normalize)
         return new.view(-1, 1, n)
 
     def damped(step: _Step, pot: Tensor) -> Tensor:
@@ -406,13 +415,12 @@ def _solve_scaling(
         nonlocal kernel_key
         if not step.kernel:
             kernel_key = None
-            pot_in = pot.index_select(0, transpose)
-            absorbed.build(pot, pot_in, step.eps)
-            result = absorbed.sums(pot_in)
+            absorbed.build(pot, step.eps)
+            result = absorbed.sums()
             if result is not None:  # softmin = pot - eps ln s
                 return _add_scaled(pot, result[0].log2_(), -0.5 * _LN2 * step.eps)
             absorbed.valid = False
-            return pot.lerp(log_domain(pot_in, step.eps), 0.5)
+            return pot.lerp(log_domain(pot, step.eps), 0.5)
         absorbed.valid = False
         if kernel_key != step.key:
             if kernel_key is not None and _quartered(kernel_key, step.key):
@@ -420,45 +428,47 @@ def _solve_scaling(
             else:
                 _kernel_(cost, step.eps, buf)
             kernel_key = step.key
-        log2_sums = _kernel_log2_sums(log2_wn, pot, _LOG2E / step.eps, buf, transpose)
-        return _add_scaled(pot, log2_sums, -_LN2 * step.eps).mul_(0.5)
+        log2_sums = _kernel_log2_sums(log2_wn, pot, _LOG2E / step.eps, buf, p)
+        scale = -_LN2 * step.eps
+        if isinstance(scale, Tensor):
+            scale = scale.view(2, 2, p, 1)
+        return _add_scaled(pot.view(log2_sums.shape), log2_sums, scale).view_as(pot).mul_(0.5)
 
     first = steps[0]
     if first.kernel:  # always, as eps >= diameter**2 there
         _kernel_(cost, first.eps, buf)
         kernel_key = first.key
-        pot = _kernel_log2_sums(log2_wn, None, 0.0, buf, transpose).mul_(-_LN2 * first.eps)
+        log2_sums = _kernel_log2_sums(log2_wn, None, 0.0, buf, p)
+        pot = log2_sums.reshape(-1, 1, n).mul_(-_LN2 * first.eps)
     else:
-        pot = log_domain(torch.zeros_like(log2_w), first.eps)
+        pot = log_domain(torch.zeros_like(log2_wn), first.eps)
     for step in steps:
         new = damped(step, pot)
         pot = new if step.waiting is None else torch.where(step.waiting, pot, new)
     # the final, undamped update at eps = blur**2, the temperature of the last step
     eps = blurs[0][-1] ** 2
-    pot_in = pot.index_select(0, transpose)
-    result = absorbed.sums(pot_in) if absorbed.valid else None
+    result = absorbed.sums(pot) if absorbed.valid else None
     if result is None:
-        absorbed.build(pot, pot_in, eps)
-        result = absorbed.sums(pot_in)
+        absorbed.build(pot, eps)
+        result = absorbed.sums()
     if result is not None:
         sums, w = result
         pot = torch.add(absorbed.p, sums.log2(), alpha=-_LN2 * eps)
         weights = _SoftmaxWeights(buf, sums.reciprocal_().mT, w.mT)
     else:
-        pot = log_domain(pot_in, eps, normalize=True)
+        pot = log_domain(pot, eps, normalize=True)
         weights = _SoftmaxWeights(buf)
-    wn = absorbed.w.index_select(0, transpose)  # weights of the rows' points: a, a, b, b
-    value = (wn * signs).mul_(pot).view(k, p, n).sum((0, 2))
-    # soft-max weights P of the last update: d S / d x = a (P_xx x - P_xy y), etc.
+    value = log2_wn.exp2().mul_(_block_signs(p, x.device)).mul_(pot).view(k, p, n).sum((0, 2))
+    # soft-max weights P of the last update: d S / d x = a (P_xx x - P_xy y), etc.; a and b
+    # are the column weights of the blocks (x, x) and (y, y)
     grads: list[Tensor | None] = [None, None]
     lo, hi = (0 if want_grad[0] else 2), (4 if want_grad[1] else 2)
     if lo < hi:
         moved = (weights[lo * p : hi * p] @ v[lo * p : hi * p]).view(hi - lo, p, n, -1)
         for c, (own, cross) in enumerate([(0, 1), (3, 2)]):
             if want_grad[c]:
-                grads[c] = wn[2 * c * p : (2 * c + 1) * p].mT * (
-                    moved[own - lo] - moved[cross - lo]
-                )
+                w_c = absorbed.w[own * p : (own + 1) * p].mT
+                grads[c] = w_c * (moved[own - lo] - moved[cross - lo])
     return (value,), grads[0], grads[1]
 
 
@@ -581,12 +591,19 @@ _SWITCH_LOG2 = 10.0
 
 
 def _alternate(
-    cost_f: Tensor, log_wf: Tensor, log_wg: Tensor, eps: float, n_iters: int
+    cost_f: Tensor,
+    log_wf: Tensor,
+    log_wg: Tensor,
+    eps: float,
+    n_iters: int,
+    w_f: Tensor,
+    w_g: Tensor,
 ) -> tuple[Tensor, Tensor, _SoftmaxWeights, _SoftmaxWeights]:
     """``n_iters`` plain Sinkhorn iterations from unit scalings, each updating g then f.
 
     ``f`` lives on the rows of ``cost_f`` (..., N, M) and sums over its columns with
-    log-weights ``log_wf``; ``g`` on its columns, summing over rows with ``log_wg``. These
+    log-weights ``log_wf`` (weights ``w_f``); ``g`` on its columns, summing over rows with
+    ``log_wg`` (``w_g``). These
     are the iterates of POT's ``sinkhorn_log``. The first iteration runs in the log domain,
     the next ones in the scaling domain (much cheaper, see :class:`_ScalingDomain`), falling
     back to the log domain whenever they must. Returns f, g and the row-stochastic soft-max
@@ -619,7 +636,7 @@ def _alternate(
             moved = torch.maximum((f - f_prev).abs().amax(), (g - g_prev).abs().amax())
             if moved.item() * _LOG2E / eps >= _SWITCH_LOG2:
                 continue
-        scaling = _ScalingDomain(cost_f, f, g, log_wg.exp(), log_wf.exp(), eps, buf_f)
+        scaling = _ScalingDomain(cost_f, f, g, w_g, w_f, eps, buf_f)
     assert g is not None
     if scaling is not None:  # the last update was a scaling-domain one
         f, g = scaling.potentials()
@@ -637,25 +654,31 @@ def _solve_fixed(
     eps: float,
     n_iters: int,
 ) -> tuple[tuple[Tensor], Tensor | None, Tensor | None]:
-    """S_eps by ``n_iters`` alternating iterations at fixed eps on (x, y), (x, x), (y, y)."""
-    cost_f, u, v = _stacked_costs([x, x, y], [y, x, y])
-    log_wf = torch.stack([lb, la, lb])  # weights of the points f's soft-min sums over
+    """S_eps by ``n_iters`` alternating iterations at fixed eps on (x, x), (x, y), (y, y)."""
+    cost_f, u, v = _stacked_costs([x, x, y], [x, y, y])
+    log_wf = torch.stack([la, lb, lb])  # weights of the points f's soft-min sums over
     log_wg = torch.stack([la, la, lb])  # weights of the points g's soft-min sums over
-    f, g, p_f, p_g = _alternate(cost_f, log_wf, log_wg, eps, n_iters)
-    ot = (log_wg.exp() * f).sum(-1) + (log_wf.exp() * g).sum(-1)  # (3, P)
-    value = ot[0] - 0.5 * (ot[1] + ot[2])
-    # p_f, p_g: soft-max weights of the last f and g updates of the (x, y), (x, x), (y, y)
-    # problems; each problem's value <a, f> + <b, g> has d / d x_i = a_i (x_i - P^f_i. y)
-    # through f and d / d y_j = b_j (y_j - P^g_j. x) through g.
+    w_f, w_g = log_wf.exp(), log_wg.exp()
+    f, g, p_f, p_g = _alternate(cost_f, log_wf, log_wg, eps, n_iters, w_f, w_g)
+    ot = (w_g * f).sum(-1) + (w_f * g).sum(-1)  # (3, P)
+    value = ot[1] - 0.5 * (ot[0] + ot[2])
+    # p_f, p_g: soft-max weights of the last f and g updates of the problems; each problem's
+    # value <a, f> + <b, g> has d / d u_i = a_i (u_i - P^f_i. v) through f (on the rows u)
+    # and d / d v_j = b_j (v_j - P^g_j. u) through g (on the columns v). The gradient of x
+    # takes P^f_aa x, P^f_ab y, P^g_aa x; that of y P^f_bb y, P^g_ab x, P^g_bb y: contiguous
+    # blocks, one product each for f and for g.
     grad_x = grad_y = None
-    if want_grad[0]:
-        moved_f = p_f[:2] @ v[:2]  # P^f_ab y, P^f_aa x
-        moved_g = p_g[1] @ u[1]  # P^g_aa x
-        grad_x = la.exp().unsqueeze(-1) * (0.5 * (moved_f[1] + moved_g) - moved_f[0])
-    if want_grad[1]:
-        moved_f = p_f[2] @ v[2]  # P^f_bb y
-        moved_g_ab, moved_g_bb = p_g[0] @ u[0], p_g[2] @ u[2]  # P^g_ab x, P^g_bb y
-        grad_y = lb.exp().unsqueeze(-1) * (0.5 * (moved_f + moved_g_bb) - moved_g_ab)
+    if want_grad[0] or want_grad[1]:
+        f_lo, f_hi = (0 if want_grad[0] else 2), (3 if want_grad[1] else 2)
+        g_lo, g_hi = (0 if want_grad[0] else 1), (3 if want_grad[1] else 1)
+        moved_f = p_f[f_lo:f_hi] @ v[f_lo:f_hi]
+        moved_g = p_g[g_lo:g_hi] @ u[g_lo:g_hi]
+        if want_grad[0]:
+            moved = 0.5 * (moved_f[-f_lo] + moved_g[-g_lo]) - moved_f[1 - f_lo]
+            grad_x = w_g[0].unsqueeze(-1) * moved
+        if want_grad[1]:
+            moved = 0.5 * (moved_f[2 - f_lo] + moved_g[2 - g_lo]) - moved_g[1 - g_lo]
+            grad_y = w_g[2].unsqueeze(-1) * moved
     return (value,), grad_x, grad_y
 
 
@@ -671,8 +694,8 @@ def _solve_plain(
 ) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor | None, Tensor | None]:
     """OT_eps(x, y) by ``n_iters`` alternating iterations; outputs value, <plan, C>, plan."""
     cost = _stacked_costs([x], [y])[0][0]
-    f, g, p_f, p_g = _alternate(cost, lb, la, eps, n_iters)
     a, b = la.exp(), lb.exp()
+    f, g, p_f, p_g = _alternate(cost, lb, la, eps, n_iters, b, a)
     value = (a * f).sum(-1) + (b * g).sum(-1)
     log_plan = (la + f / eps).unsqueeze(-1) + (lb + g / eps).unsqueeze(-2) - cost / eps
     plan = log_plan.exp()
