@@ -26,9 +26,10 @@ and supports one backward pass (no double backward). Weights ``a`` and ``b`` are
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -152,12 +153,35 @@ class _SoftmaxWeights:
         return out if self.row is None else out.mul_(self.row)
 
 
+# Problems whose four stacked (P, N, M) cost blocks hold at most this many entries are solved
+# on one CPU thread: torch splits each op on more than 32768 elements into parallel chunks,
+# and for the ~200 small ops of such a solve, waking and joining the other threads (and their
+# spinning) costs more than the chunks save; a loaded machine can stall them further.
+_SERIAL_MAX_ENTRIES = 2**18
+
+
+@contextlib.contextmanager
+def _one_thread_if_small(x: Tensor, y: Tensor) -> Iterator[None]:
+    """Limit torch's intra-op threads to one while solving small CPU problems (x, y)."""
+    threads = torch.get_num_threads()
+    entries = 4 * x.shape[0] * x.shape[1] * y.shape[1]
+    if threads == 1 or x.device.type != "cpu" or entries > _SERIAL_MAX_ENTRIES:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class _EnvelopeFunction(torch.autograd.Function):
     """Runs a no-grad solver and back-propagates the gradients it computed in closed form."""
 
     @staticmethod
     def forward(ctx, x: Tensor, y: Tensor, solve: _Solver) -> tuple[Tensor, ...]:
-        outputs, grad_x, grad_y = solve(x, y, tuple(ctx.needs_input_grad[:2]))
+        with _one_thread_if_small(x, y):
+            outputs, grad_x, grad_y = solve(x, y, tuple(ctx.needs_input_grad[:2]))
         ctx.save_for_backward(grad_x, grad_y)
         ctx.mark_non_differentiable(*outputs[1:])
         return outputs

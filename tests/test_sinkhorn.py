@@ -363,6 +363,40 @@ def test_gradient_of_one_input_equals_that_of_both(n_iters: int, batched: bool) 
     torch.testing.assert_close(only_x, grad_x, rtol=0, atol=0)
 
 
+def test_small_problems_run_on_one_thread_and_restore_the_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Below _SERIAL_MAX_ENTRIES the solver runs with one intra-op thread; the caller's count
+    is restored afterwards, also when the solver raises."""
+    seen: list[int] = []
+    solve = sinkhorn_module._solve_scaling
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return solve(*args, **kwargs)
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("solver failed")
+
+    monkeypatch.setattr(sinkhorn_module, "_solve_scaling", recording)
+    x, y = _clouds(8, 6, seed=35)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        small = sinkhorn_divergence(x, y)
+        monkeypatch.setattr(sinkhorn_module, "_SERIAL_MAX_ENTRIES", 0)
+        parallel = sinkhorn_divergence(x, y)
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+        torch.testing.assert_close(small, parallel, rtol=1e-12, atol=0)
+        monkeypatch.setattr(sinkhorn_module, "_SERIAL_MAX_ENTRIES", 2**18)
+        monkeypatch.setattr(sinkhorn_module, "_solve_scaling", failing)
+        with pytest.raises(RuntimeError, match="solver failed"):
+            sinkhorn_divergence(x, y)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize(
     ("kernel_max", "absorbed"),
     [(0.0, None), (None, 1e-3), (0.0, 1e-3)],
