@@ -27,11 +27,10 @@ and supports one backward pass (no double backward). Weights ``a`` and ``b`` are
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -272,8 +271,7 @@ def _blur_schedules(x: Tensor, y: Tensor, blur: float, scaling: float) -> list[l
 _KERNEL_MAX_LOG2 = 60.0
 
 
-@dataclass(frozen=True)
-class _Step:
+class _Step(NamedTuple):
     """One temperature of the epsilon-scaling schedule."""
 
     eps: Tensor | float  # a float, or (K P, 1, 1) when the problems of a batch differ
@@ -285,6 +283,12 @@ class _Step:
 def _eps_steps(blurs: list[list[float]], like: Tensor, k: int) -> list[_Step]:
     """The steps of per-problem schedules aligned on their last step (see _solve_scaling),
     per-problem values repeated for K stacked blocks of the P problems."""
+    if all(seq == blurs[0] for seq in blurs[1:]):  # one schedule (e.g. P = 1): no tensors
+        half_d2 = blurs[0][0] ** 2 / 2  # C <= d**2 / 2, d = the bounding-box diagonal
+        return [
+            _Step(b * b, None, _LOG2E / (b * b) * half_d2 <= _KERNEL_MAX_LOG2, (b * b,))
+            for b in blurs[0]
+        ]
     n_steps = max(len(seq) for seq in blurs)
     steps = []
     for t in range(n_steps):
@@ -296,7 +300,6 @@ def _eps_steps(blurs: list[list[float]], like: Tensor, k: int) -> list[_Step]:
         mask = None
         if any(waiting):
             mask = torch.tensor(waiting * k).to(like.device).view(-1, 1, 1)
-        # C <= d**2 / 2 for the bounding-box diagonal d = seq[0] (or blur >= d)
         kernel = all(
             _LOG2E / e * seq[0] ** 2 / 2 <= _KERNEL_MAX_LOG2
             for e, seq in zip(values, blurs, strict=True)
@@ -310,7 +313,7 @@ def _quartered(before: tuple[float, ...], after: tuple[float, ...]) -> bool:
     return all(abs(b - 4 * a) <= 1e-9 * b for b, a in zip(before, after, strict=True))
 
 
-@functools.lru_cache(maxsize=16)
+@lru_cache(maxsize=16)
 def _block_signs(p: int, device: torch.device) -> Tensor:
     """The sign of the rows' potential of each cost block (x, x), (x, y), (y, x), (y, y) of P
     problems in S_eps, (4 P, 1, 1). Cached: a small tensor fewer to build per call."""
