@@ -15,6 +15,8 @@ is a matrix-vector product on a kernel (fewer passes over memory, no exp per upd
 kernel into which the current potentials are absorbed (log-stabilized scaling) in its fine
 steps and final update, and in the fixed-eps iterations after the first one. Every such
 update is range-checked and falls back to the log domain whenever it would lose accuracy.
+Epsilon-scaling follows geomloss's schedule and updates exactly. Small CPU problems run on
+one intra-op thread (their many small ops gain nothing from being split).
 
 The solver runs without autograd; its last update keeps its soft-max weights ``P``
 (row-stochastic, held as a scaled kernel), which give the gradient of the envelope theorem
