@@ -302,6 +302,7 @@ def _eps_steps(blurs: list[list[float]], like: Tensor, k: int) -> list[_Step]:
         mask = None
         if any(waiting):
             mask = torch.tensor(waiting * k).to(like.device).view(-1, 1, 1)
+        # C <= d**2 / 2 for the bounding-box diagonal d = seq[0] (or blur >= d)
         kernel = all(
             _LOG2E / e * seq[0] ** 2 / 2 <= _KERNEL_MAX_LOG2
             for e, seq in zip(values, blurs, strict=True)
@@ -632,11 +633,11 @@ def _alternate(
 
     ``f`` lives on the rows of ``cost_f`` (..., N, M) and sums over its columns with
     log-weights ``log_wf`` (weights ``w_f``); ``g`` on its columns, summing over rows with
-    ``log_wg`` (``w_g``). These
-    are the iterates of POT's ``sinkhorn_log``. The first iteration runs in the log domain,
-    the next ones in the scaling domain (much cheaper, see :class:`_ScalingDomain`), falling
-    back to the log domain whenever they must. Returns f, g and the row-stochastic soft-max
-    weights of the last f update (..., N, M) and of the last g update (..., M, N).
+    ``log_wg`` (``w_g``). These are the iterates of POT's ``sinkhorn_log``. The first
+    iteration runs in the log domain, the next ones in the scaling domain (much cheaper, see
+    :class:`_ScalingDomain`), falling back to the log domain whenever they must. Returns f, g
+    and the row-stochastic soft-max weights of the last f update (..., N, M) and of the last
+    g update (..., M, N).
     """
     # scratch of the f and g updates (g's by columns); buf_f also holds the scaling domain's
     # kernel, which is dropped before any log-domain update
