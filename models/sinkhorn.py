@@ -158,7 +158,7 @@ class _SoftmaxWeights:
 # on one CPU thread: torch splits each op on more than 32768 elements into parallel chunks,
 # and for the ~200 small ops of such a solve, waking and joining the other threads (and their
 # spinning) costs more than the chunks save; a loaded machine can stall them further.
-_SERIAL_MAX_ENTRIES = 2**18
+_SERIAL_MAX_ENTRIES = 2**17  # B = 128: 65536; B = 256 (262144) stays parallel
 
 
 @contextlib.contextmanager

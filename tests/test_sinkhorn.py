@@ -379,6 +379,7 @@ def test_small_problems_run_on_one_thread_and_restore_the_count(
         raise RuntimeError("solver failed")
 
     monkeypatch.setattr(sinkhorn_module, "_solve_scaling", recording)
+    limit = sinkhorn_module._SERIAL_MAX_ENTRIES
     x, y = _clouds(8, 6, seed=35)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -388,7 +389,7 @@ def test_small_problems_run_on_one_thread_and_restore_the_count(
         parallel = sinkhorn_divergence(x, y)
         assert seen == [1, 2] and torch.get_num_threads() == 2
         torch.testing.assert_close(small, parallel, rtol=1e-12, atol=0)
-        monkeypatch.setattr(sinkhorn_module, "_SERIAL_MAX_ENTRIES", 2**18)
+        monkeypatch.setattr(sinkhorn_module, "_SERIAL_MAX_ENTRIES", limit)
         monkeypatch.setattr(sinkhorn_module, "_solve_scaling", failing)
         with pytest.raises(RuntimeError, match="solver failed"):
             sinkhorn_divergence(x, y)
