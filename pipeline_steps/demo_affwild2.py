@@ -5,17 +5,19 @@
     videos/<name>.mp4                          mp4v video + AAC audio track (muxed by ffmpeg)
     annotations/VA_Estimation_Challenge/{Train_Set,Validation_Set}/<video>.txt
 
-One video per demo subject (``n_subjects``), ``AFFWILD2_SECONDS`` long at ``fps``; the last
-training video shows two people side by side and is annotated as ``<name>_left`` and
-``<name>_right`` (one audio track, driven by the left speaker). The last
-``AFFWILD2_VALIDATION`` videos form Validation_Set.
+One video per demo person (``affwild2_people``, each ``affwild2_seconds`` long at ``fps``);
+the last training video shows two people side by side and is annotated as ``<name>_left``
+and ``<name>_right`` (one audio track, driven by the left speaker). The last quarter of the
+videos (at least ``AFFWILD2_MIN_VALIDATION``) form Validation_Set.
 
 Labels: smooth valence/arousal traces in [-1, 1] per video (sums of slow sinusoids through
 tanh). They drive the voice-like audio strongly (pitch rises with arousal and valence,
-loudness and syllable rate with arousal, brightness with valence) and the face weakly (a
-brow-lowering grimace scaled by ``face_effect`` * 0.35 * max(0, -valence)). Each annotation
-file has a run of -5 (unannotated) frames, and one file has one label line more than the
-video has frames (the off-by-one that real files show).
+loudness and syllable rate with arousal, brightness with valence) and the face weakly
+(:func:`face_cue`): arousal the upper face (brows lower, eyes narrow), negative valence the
+lower face (upper lip, nasolabial folds), each in short pulses whose height follows the
+label, scaled by ``face_effect`` and a per-person expressivity. Each annotation file has a
+run of -5 (unannotated) frames, and one file has one label line more than the video has
+frames (the off-by-one that real files show).
 
 Building blocks (subjects and faces, backgrounds, motion, lighting, sensor noise, the mp4
 writer, the marker/atomic folder logic) come from :mod:`pipeline_steps.make_demo_data`.
@@ -35,11 +37,14 @@ import soundfile as sf
 
 from pipeline_steps import make_demo_data as demo
 
-AFFWILD2_SECONDS = 12.0
-AFFWILD2_VALIDATION = 2
+AFFWILD2_MIN_VALIDATION = 2
 AUDIO_RATE = 16000
 UNANNOTATED_RUN = (10, 30)  # length range of the -5 run, frames
-FACE_WEIGHT = 0.35
+FACE_WEIGHT = 1.5
+EXPRESSIVITY = (0.6, 1.0)  # range of the per-person gain of the facial cue
+PULSE_HZ = (0.8, 1.6)  # rate of the expression pulses
+HELD = 0.25  # share of the facial cue held between pulses
+LOWER_GAIN = 2.0  # the lower face's action units move fewer pixels: weighted up to match
 
 
 def _traces(rng: np.random.Generator, n: int, fps: float) -> np.ndarray:
@@ -71,6 +76,22 @@ def voice(labels: np.ndarray, fps: float, rng: np.random.Generator) -> np.ndarra
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
+def face_cue(
+    level: np.ndarray, fps: float, cfg: dict[str, Any], rng: np.random.Generator
+) -> np.ndarray:
+    """Per-frame strength of one facial action for a label trace in [-1, 1].
+
+    The action comes in short pulses (about one a second, as in conversation) on top of a
+    held part: ``(1 + level) / 2 * (HELD + (1 - HELD) * pulse)``, times this person's
+    expressivity (uniform in ``EXPRESSIVITY``), ``FACE_WEIGHT`` and ``face_effect``. The
+    pulses' height follows the label, so a clip's change of expression carries it too.
+    """
+    t = np.arange(len(level)) / fps
+    pulse = (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(*PULSE_HZ) * t + rng.uniform(0, 7))) ** 4
+    gain = cfg["face_effect"] * FACE_WEIGHT * rng.uniform(*EXPRESSIVITY)
+    return (gain * 0.5 * (1.0 + level) * (HELD + (1.0 - HELD) * pulse)).astype(np.float32)
+
+
 def render(subjects: list, labels: list[np.ndarray], cfg: dict[str, Any], key: int) -> list:
     """BGR frames: one face per subject side by side, each with its own weak cue."""
     rng = demo._rng(cfg["seed"], 20, key)
@@ -83,7 +104,8 @@ def render(subjects: list, labels: list[np.ndarray], cfg: dict[str, Any], key: i
             {
                 "face": demo.face_patch(subject.face, side),
                 "background": demo.make_background(subject, size),
-                "strength": cfg["face_effect"] * FACE_WEIGHT * np.maximum(0.0, -lab[:, 0]),
+                "upper": face_cue(lab[:, 1], fps, cfg, rng),
+                "lower": LOWER_GAIN * face_cue(-lab[:, 0], fps, cfg, rng),
                 "motion": demo._motion(rng, n, fps, amplitude=demo.HEAD_MOTION[0] * size / 192),
                 "centre": size / 2 + np.array(subject.offset) * size - side / 2,
             }
@@ -97,7 +119,8 @@ def render(subjects: list, labels: list[np.ndarray], cfg: dict[str, Any], key: i
             dx, dy, angle = p["motion"][k]
             warp = cv2.getRotationMatrix2D((side / 2, side / 2), float(angle), 1.0)
             warp[:, 2] += p["centre"] + (dx, dy)
-            face = demo.pain_face(p["face"], float(p["strength"][k])) * mask
+            face = demo.expression_face(p["face"], float(p["upper"][k]), float(p["lower"][k]))
+            face = face * mask
             shown = cv2.warpAffine(face, warp, (size, size))
             alpha = cv2.warpAffine(mask, warp, (size, size))
             frame = p["background"] * (1.0 - alpha) + shown
@@ -137,13 +160,17 @@ def write_annotation(path: Path, labels: np.ndarray, rng: np.random.Generator, e
 
 
 def _write_affwild2(root: Path, cfg: dict[str, Any]) -> int:
-    subjects = demo.make_subjects(cfg)
-    if len(subjects) < AFFWILD2_VALIDATION + 3:
-        raise demo.DemoDataError("make_demo_data.n_subjects: at least 5 for the Aff-Wild2 demo")
+    people = int(cfg["affwild2_people"])
+    n_val = max(AFFWILD2_MIN_VALIDATION, people // 4)
+    if people < n_val + 3:
+        raise demo.DemoDataError(
+            "make_demo_data.affwild2_people: at least 5 for the Aff-Wild2 demo"
+        )
+    subjects = demo.make_subjects({**cfg, "n_subjects": people})
     fps = cfg["fps"]
-    n = int(round(AFFWILD2_SECONDS * fps))
+    n = int(round(float(cfg["affwild2_seconds"]) * fps))
     ann = root / "annotations" / "VA_Estimation_Challenge"
-    n_train = len(subjects) - AFFWILD2_VALIDATION
+    n_train = len(subjects) - n_val
     pair = n_train - 2  # subjects pair and pair + 1 share the two-person video
     count, key = 0, 0
     i = 0

@@ -324,30 +324,38 @@ def _fold_lines(side: int) -> np.ndarray:
     return _bump(np.abs(x - 0.5), centre, 0.025) * inside
 
 
-def pain_face(face: np.ndarray, strength: float) -> np.ndarray:
-    """A grimace (PSPI-like action units) of the given strength on a face patch.
+def expression_face(face: np.ndarray, upper: float, lower: float) -> np.ndarray:
+    """Facial action units of the upper and of the lower face, each at its own strength.
 
-    Geometry (a smooth vertical displacement of the rows, limited to the face's central width):
-    the brows lower (AU4) and the cheeks and lower lids rise (AU6/7), which narrows the eyes; the
-    upper lip rises a little (AU10). Shading: the brow-eye band darkens, a vertical furrow
-    appears between the brows and the nasolabial folds deepen (AU9/10). Nothing moves or changes
-    above the brows' upper edge, below the mouth or outside the face's central width.
+    ``upper``: the brows lower (AU4) and the cheeks and lower lids rise (AU6/7), which narrows
+    the eyes; the brow-eye band darkens and a vertical furrow appears between the brows.
+    ``lower``: the upper lip rises a little (AU10) and the nasolabial folds deepen (AU9/10).
+    Geometry is a smooth vertical displacement of the rows, limited to the face's central
+    width. Nothing moves or changes above the brows' upper edge, below the mouth or outside
+    the face's central width. Strengths <= 0 leave their part of the face neutral.
     """
-    if strength <= 0.0:
+    upper, lower = max(0.0, upper), max(0.0, lower)
+    if upper == 0.0 and lower == 0.0:
         return face
     side = face.shape[0]
     y = np.arange(side, dtype=np.float32) / side
     x = np.arange(side, dtype=np.float32) / side
     across = _bump(x, 0.5, 0.28)[None, :]
-    down = BROW_SHIFT * _bump(y, BROW_ROW, 0.07) - CHEEK_SHIFT * _bump(y, CHEEK_ROW, 0.05)
-    down -= LIP_SHIFT * _bump(y, LIP_ROW, 0.04)
-    map_y = (y[:, None] * side - strength * side * down[:, None] * across).astype(np.float32)
+    down = upper * (BROW_SHIFT * _bump(y, BROW_ROW, 0.07) - CHEEK_SHIFT * _bump(y, CHEEK_ROW, 0.05))
+    down -= lower * LIP_SHIFT * _bump(y, LIP_ROW, 0.04)
+    map_y = (y[:, None] * side - side * down[:, None] * across).astype(np.float32)
     map_x = np.broadcast_to(np.arange(side, dtype=np.float32)[None, :], (side, side)).copy()
     moved = cv2.remap(face, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     shade = BAND_DARKEN * _bump(y, 0.5 * (BROW_ROW + EYE_ROW), 0.06)[:, None] * across
     shade = shade + FURROW_DARKEN * _bump(y, BROW_ROW, 0.06)[:, None] * _bump(x, 0.5, 0.035)
-    shade = shade + FOLD_DARKEN * _fold_lines(side)
-    return moved * (1.0 - np.clip(strength * shade, 0.0, 0.8))
+    shade = upper * shade + lower * FOLD_DARKEN * _fold_lines(side)
+    return moved * (1.0 - np.clip(shade, 0.0, 0.8))
+
+
+def pain_face(face: np.ndarray, strength: float) -> np.ndarray:
+    """A grimace (PSPI-like action units): :func:`expression_face` with both parts at
+    ``strength``."""
+    return expression_face(face, strength, strength)
 
 
 def _ramp(t: np.ndarray, duration_s: float) -> np.ndarray:

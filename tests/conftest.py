@@ -28,7 +28,13 @@ TINY = {
             "video_input": "delta",
         }
     },
-    "make_demo_data": {"n_subjects": 6, "samples_per_class": 3, "frame_size": 128},
+    "make_demo_data": {
+        "n_subjects": 6,
+        "samples_per_class": 3,
+        "frame_size": 128,
+        "affwild2_people": 6,
+        "affwild2_seconds": 12.0,
+    },
     "index_dataset": {"n_folds": 2, "n_val_subjects": 1},
     "crop_faces": {"n_shards": 2, "n_frames": 4, "size": 48},
     "train_modality_teacher": {"epochs": 3, "batch_size": 8, "embed_dim": 16, "width": 4},

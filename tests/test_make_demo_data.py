@@ -190,6 +190,34 @@ def test_pain_face_stays_inside_the_face() -> None:
     assert 0.2 * diff.mean() < weaker < diff.mean()
 
 
+def test_expression_face_parts_move_their_own_half() -> None:
+    face = demo.face_patch(0, 96)
+    upper = np.abs(demo.expression_face(face, 1.0, 0.0) - face)
+    lower = np.abs(demo.expression_face(face, 0.0, 1.0) - face)
+    assert upper[:48].mean() > 4 * upper[48:].mean()  # brows / eyes
+    assert lower[48:].mean() > 4 * lower[:48].mean()  # upper lip / folds
+    assert np.array_equal(demo.expression_face(face, 0.0, -1.0), face)
+
+
+def test_affwild2_face_cue_follows_the_label_in_pulses() -> None:
+    from pipeline_steps import demo_affwild2 as aw
+
+    fps, n = 25.0, 250
+    cfg = {"face_effect": 1.0}
+    levels = np.linspace(-1.0, 1.0, 5)
+    cues = [
+        aw.face_cue(np.full(n, v, np.float32), fps, cfg, np.random.default_rng(0)) for v in levels
+    ]
+    means = [c.mean() for c in cues]
+    assert means[0] == 0.0 and all(b > a for a, b in zip(means, means[1:], strict=False))
+    top = cues[-1]  # label +1: pulses between HELD and 1 times the gain, about 1 per second
+    assert top.min() == pytest.approx(aw.HELD * top.max(), rel=0.05)
+    peaks = ((top[1:-1] > top[:-2]) & (top[1:-1] >= top[2:])).sum()
+    assert aw.PULSE_HZ[0] * n / fps - 1 <= peaks <= aw.PULSE_HZ[1] * n / fps + 1
+    silent = aw.face_cue(levels, fps, {"face_effect": 0.0}, np.random.default_rng(0))
+    assert not silent.any()
+
+
 def _cue_table(cfg: dict) -> pd.DataFrame:
     rows = []
     for sample in demo.plan_samples(demo.make_subjects(cfg), cfg):
