@@ -6,7 +6,8 @@ k = 30 least-similar columns, i.e. two clouds of B points in R^30 (float32).
 
 Timed: forward + backward w.r.t. both clouds, median over repeats after a warm-up, all in
 this process on the same inputs (each method gets its own leaf copies of the same two
-clouds); the methods run in turns so that load changes on a shared machine hit them alike.
+clouds); the methods run in rounds, in a new random order each round, so that load changes on
+a shared machine and the caches left by the method before hit them alike.
 Every method is timed as shipped: no reference is slowed down or restricted.
 
 * epsilon-scaling (blur 0.1, scaling 0.5): ours vs geomloss ``SamplesLoss("sinkhorn", p=2,
@@ -27,6 +28,7 @@ Usage: python benchmarks/bench_sinkhorn.py [--threads N] [--sizes 128 512] [--it
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 import warnings
@@ -77,8 +79,9 @@ def time_methods(
 ) -> dict[str, tuple[float, float]]:
     """Median seconds of forward + backward and the value of each method.
 
-    After two warm-up calls each, the methods run in turns (round-robin), so that a change of
-    machine load hits all of them alike; a method drops out after ``repeats`` runs, or after
+    After two warm-up calls each, the methods run in rounds, each round in a new (seeded)
+    random order, so that a change of machine load, and the cache state the previous method
+    leaves behind, hit all of them alike; a method drops out after ``repeats`` runs, or after
     3 runs once its own time exceeds ``budget_s``.
     """
     leaves = {
@@ -92,6 +95,7 @@ def time_methods(
             out.backward()
             values[name] = float(out.detach())
     times: dict[str, list[float]] = {name: [] for name in methods}
+    shuffler = random.Random(0)
     while True:
         todo = [
             n
@@ -100,7 +104,7 @@ def time_methods(
         ]
         if not todo:
             break
-        for name in todo:
+        for name in shuffler.sample(todo, len(todo)):
             u, v = leaves[name]
             u.grad = v.grad = None
             _sync(u.device)
