@@ -75,19 +75,23 @@ def make_step(method: str, device: torch.device, args: argparse.Namespace, input
     return step
 
 
-def median_time(step, device: torch.device, repeats: int) -> float:
-    for _ in range(2):
-        step()
-    times = []
+def median_times(steps: dict, device: torch.device, repeats: int) -> dict[str, float]:
+    """Median seconds per step of each method, timed in alternation (the two methods share
+    whatever load the machine has), after two warm-up steps each."""
+    for step in steps.values():
+        for _ in range(2):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, step in steps.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -109,9 +113,8 @@ def main() -> None:
     )
     for device in devices:
         for inputs, repeats in (("features", args.repeats), ("frames", args.frame_repeats)):
-            t = {
-                m: median_time(make_step(m, device, args, inputs), device, repeats) for m in WEIGHTS
-            }
+            steps = {m: make_step(m, device, args, inputs) for m in WEIGHTS}
+            t = median_times(steps, device, repeats)
             ratio = t["mtpkdot"] / t["visual_only"]
             extra_ms = (t["mtpkdot"] - t["visual_only"]) * 1e3
             print(
