@@ -159,7 +159,7 @@ def write_annotation(path: Path, labels: np.ndarray, rng: np.random.Generator, e
     path.write_text("\n".join(lines) + "\n")
 
 
-def _write_affwild2(root: Path, cfg: dict[str, Any]) -> int:
+def _write_affwild2(root: Path, cfg: dict[str, Any]) -> str:
     people = int(cfg["affwild2_people"])
     n_val = max(AFFWILD2_MIN_VALIDATION, people // 4)
     if people < n_val + 3:
@@ -190,7 +190,10 @@ def _write_affwild2(root: Path, cfg: dict[str, Any]) -> int:
             count += 1
         i += len(people)
         key += 1
-    return count
+    return (
+        f"{len(subjects)} people in {key} videos of {n} frames ({cfg['frame_size']} px at "
+        f"{fps} fps), {count} annotation files, {n_val} videos in Validation_Set"
+    )
 
 
 def generate_affwild2_demo(root: Path, cfg: dict[str, Any]) -> None:

@@ -465,13 +465,17 @@ def write_biovid_sample(root: Path, sample: Sample, cfg: dict[str, Any]) -> None
     write_biosignals(bio, simulate_biosignals(sample, cfg), cfg["sampling_rate_hz"])
 
 
-def _write_biovid(root: Path, cfg: dict[str, Any]) -> int:
-    """Fill an empty folder with the BioVid-layout demo; return the number of samples."""
+def _write_biovid(root: Path, cfg: dict[str, Any]) -> str:
+    """Fill an empty folder with the BioVid-layout demo; return what it wrote, in words."""
     samples = plan_samples(make_subjects(cfg), cfg)
     (root / "samples.csv").write_text(samples_csv(samples))
     for sample in samples:  # serial: worker processes did not pay off on 2 cores
         write_biovid_sample(root, sample, cfg)
-    return len(samples)
+    return (
+        f"{cfg['n_subjects']} subjects, {len(samples)} samples, {n_frames(cfg)} frames of "
+        f"{cfg['frame_size']} px at {cfg['fps']} fps, {n_rows(cfg)} biosignal rows at "
+        f"{cfg['sampling_rate_hz']} Hz"
+    )
 
 
 def _marker(layout: str, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -502,9 +506,10 @@ def _generate(
     root: Path,
     layout: str,
     cfg: dict[str, Any],
-    writer: Callable[[Path, dict[str, Any]], int],
+    writer: Callable[[Path, dict[str, Any]], str],
 ) -> None:
-    """Shared marker / refusal / atomic-write logic of every layout."""
+    """Shared marker / refusal / atomic-write logic of every layout (``writer`` fills the
+    folder and says what it wrote)."""
     root, started = Path(root), time.perf_counter()
     marker = _marker(layout, cfg)
     if _read_marker(root) == marker:
@@ -512,12 +517,10 @@ def _generate(
         return
     _check_replaceable(root)
     with atomic_path(root, is_dir=True) as tmp:
-        count = writer(tmp, cfg)
+        summary = writer(tmp, cfg)
         (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
     print(
-        f"make_demo_data: wrote {root} ({layout}): {cfg['n_subjects']} subjects, {count} samples, "
-        f"{n_frames(cfg)} frames of {cfg['frame_size']} px at {cfg['fps']} fps, "
-        f"{n_rows(cfg)} biosignal rows at {cfg['sampling_rate_hz']} Hz, seed {cfg['seed']}, "
+        f"make_demo_data: wrote {root} ({layout}): {summary}, seed {cfg['seed']}, "
         f"{time.perf_counter() - started:.1f} s"
     )
 
