@@ -9,7 +9,9 @@ script prints median times and their ratio (goal: <= 1.15). Two student inputs:
   backbone is not cached, as in the reference code), so the ratio shows the distillation
   overhead against a realistic step.
 
-On a machine with CUDA it repeats the comparison there.
+It then times each part that mtpkdot adds (teacher selection, structural OT, centroid), so
+the extra cost can be set against the step it is added to. On a machine with CUDA it repeats
+everything there.
 
     python benchmarks/bench_student_step.py [--batch 128] [--dim 512] [--repeats 50]
 """
@@ -24,7 +26,7 @@ import torch
 
 from models.encoders import VideoEncoder, video_input
 from models.freeze import freeze
-from models.losses import LossInputs, weighted_objective
+from models.losses import LOSS_TERMS, LossInputs, weighted_objective
 from models.student import Student
 from models.teacher_pool import PoolOutput, select_teacher
 
@@ -34,16 +36,24 @@ WEIGHTS = {
 }
 
 
-def make_step(method: str, device: torch.device, args: argparse.Namespace, inputs: str):
-    """A closure running one optimiser step of ``method`` on a fixed random batch."""
-    g = torch.Generator().manual_seed(0)
-    batch, dim = args.batch, args.dim
+def labelled_pool(
+    g: torch.Generator, batch: int, dim: int, device: torch.device
+) -> tuple[torch.Tensor, PoolOutput]:
+    """Random binary labels and cached outputs of a five-teacher pool (joint last)."""
     y = torch.randint(0, 2, (batch,), generator=g).to(device)
     pool = PoolOutput(
         ["video", "eda", "ecg", "emg", "joint"],
         torch.randn(5, batch, dim, generator=g).to(device),
         torch.randn(5, batch, 2, generator=g).to(device),
     )
+    return y, pool
+
+
+def make_step(method: str, device: torch.device, args: argparse.Namespace, inputs: str):
+    """A closure running one optimiser step of ``method`` on a fixed random batch."""
+    g = torch.Generator().manual_seed(0)
+    batch, dim = args.batch, args.dim
+    y, pool = labelled_pool(g, batch, dim, device)
     if inputs == "frames":
         shape = (batch, args.frames, args.size, args.size, 3)
         clips = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8).to(device)
@@ -73,6 +83,29 @@ def make_step(method: str, device: torch.device, args: argparse.Namespace, input
         optim.step()
 
     return step
+
+
+def term_steps(device: torch.device, args: argparse.Namespace) -> dict:
+    """Closures timing each part mtpkdot adds to the step, forward + backward on a student
+    embedding of the step's shape: teacher selection, the structural OT term (both cosine
+    matrices, anchors, Sinkhorn) and the centroid term."""
+    g = torch.Generator().manual_seed(1)
+    batch, dim = args.batch, args.dim
+    y, pool = labelled_pool(g, batch, dim, device)
+    z_s = torch.randn(batch, dim, generator=g).to(device).requires_grad_()
+    z_t = select_teacher("min_loss", pool, y, "classification").z
+    inputs = LossInputs(
+        pool.pred[0], y, "classification", z_student=z_s, z_teacher=z_t, topk=args.topk
+    )
+
+    def term(name: str):
+        return lambda: LOSS_TERMS[name](inputs).backward()
+
+    return {
+        "selection": lambda: select_teacher("min_loss", pool, y, "classification"),
+        "ot": term("ot"),
+        "centroid": term("centroid"),
+    }
 
 
 def median_times(steps: dict, device: torch.device, repeats: int) -> dict[str, float]:
@@ -122,6 +155,11 @@ def main() -> None:
                 f"mtpkdot {t['mtpkdot'] * 1e3:9.3f} ms | +{extra_ms:.3f} ms"
                 f" | ratio {ratio:.2f} (goal <= 1.15)"
             )
+        parts = median_times(term_steps(device, args), device, args.repeats)
+        print(
+            f"{device.type:>4} parts of the extra cost (forward + backward): "
+            + ", ".join(f"{name} {t * 1e3:.3f} ms" for name, t in parts.items())
+        )
 
 
 if __name__ == "__main__":

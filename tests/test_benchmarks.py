@@ -1,0 +1,38 @@
+"""The benchmark scripts still run against the current models API (tiny sizes; no timing
+is asserted: speed is measured by running the scripts, not by tests)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline_steps.config import REPO_ROOT
+
+RUNS = {
+    "bench_sinkhorn": ["--threads", "1", "--sizes", "12", "--dim", "4", "--iters", "5"]
+    + ["--repeats", "3", "--budget", "1"],
+    "bench_student_step": ["--batch", "8", "--dim", "16", "--topk", "3", "--repeats", "2"]
+    + ["--frames", "4", "--size", "32", "--width", "4", "--frame-repeats", "1"],
+}
+EXPECTED = {
+    "bench_sinkhorn": ["geomloss tensorized", "POT solve_sample", "goals:"],
+    "bench_student_step": ["features:", "frames:", "ratio", "selection", "centroid"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(RUNS))
+def test_benchmark_script_runs(script: str) -> None:
+    done = subprocess.run(
+        [sys.executable, f"benchmarks/{script}.py", *RUNS[script]],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for text in EXPECTED[script]:
+        assert text in done.stdout, done.stdout
