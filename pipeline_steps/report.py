@@ -153,13 +153,26 @@ def teacher_table(layout: Layout, n_folds: int) -> pd.DataFrame | None:
     )
 
 
-def ci_note(level: float, metrics: tuple[str, ...] = METRICS) -> str:
+# Layouts whose folds all test on the same samples (Aff-Wild2: Validation_Set is the test set of
+# every fold, see pipeline_steps.affwild2), so the spread over folds is not over test subjects.
+SHARED_TEST_LAYOUTS = ("affwild2",)
+
+
+def ci_note(level: float, metrics: tuple[str, ...] = METRICS, shared_test: bool = False) -> str:
+    """How to read the table; ``shared_test``: every fold tests on the same samples."""
     pct = int(round(level * 100))
     lo, hi = (f"{v:g}" for v in RANGES[metrics[0]])
-    return (
+    note = (
         f"Mean ± sample std over test folds; [{pct}% t-interval of the mean], clipped to the "
         f"metric range [{lo}, {hi}]."
     )
+    if shared_test:
+        note += (
+            " Every fold tests on the same videos (the official validation set) and differs"
+            " only in its validation people: the spread is that of training and model"
+            " selection, not of test subjects."
+        )
+    return note
 
 
 def _cell(r: dict, m: str) -> str:
@@ -174,6 +187,7 @@ def to_markdown(
     level: float,
     per_fold: pd.DataFrame | None = None,
     teachers: pd.DataFrame | None = None,
+    shared_test: bool = False,
 ) -> str:
     pct = int(round(level * 100))
     metrics = metrics_in(table)
@@ -188,7 +202,7 @@ def to_markdown(
         lines.append(
             f"| {r['dataset']} | {r['method']} | {r['n_folds']} | " + " | ".join(cells) + " |"
         )
-    lines += ["", ci_note(level, metrics)]
+    lines += ["", ci_note(level, metrics, shared_test)]
     if per_fold is not None:
         key = headline(metrics)
         wide = per_fold_wide(per_fold, key)
@@ -444,13 +458,14 @@ def to_html(
     level: float,
     figures: dict,
     teachers: pd.DataFrame | None = None,
+    shared_test: bool = False,
 ) -> str:
     """``figures``: section title -> (base64 PNG, caption) or (None, note when missing)."""
     parts = [
         f"<h1>MT-PKDOT results: {html.escape(dataset)}</h1>",
         "<h2>Method × dataset</h2>",
         _html_table(summary_frame(table, level)),
-        f'<p class="note">{html.escape(ci_note(level, metrics_in(per_fold)))}</p>',
+        f'<p class="note">{html.escape(ci_note(level, metrics_in(per_fold), shared_test))}</p>',
         "<h2>Per-fold test results</h2>",
     ]
     for m in metrics_in(per_fold):
@@ -545,13 +560,14 @@ def main(argv: list[str] | None = None) -> None:
     per_fold = collect(layout, methods, n_folds, TASK_METRICS[task])
     table = build_table(per_fold, args.dataset, level)
     teachers = teacher_table(layout, n_folds)
-    markdown = to_markdown(table, level, per_fold, teachers)
+    shared_test = dataset_params(params, args.dataset)["layout"] in SHARED_TEST_LAYOUTS
+    markdown = to_markdown(table, level, per_fold, teachers, shared_test)
     with atomic_path(layout.report_csv) as tmp:
         table.to_csv(tmp, index=False)
     write_text(layout.report_md, markdown)
     with atomic_path(layout.figures_dir, is_dir=True) as tmp_dir:
         figures = make_figures(layout, per_fold, methods, n_folds, tmp_dir)
-    page = to_html(args.dataset, table, per_fold, level, figures, teachers)
+    page = to_html(args.dataset, table, per_fold, level, figures, teachers, shared_test)
     write_text(layout.report_html, page)
     _log_to_parent(params, args.dataset, layout, table)
     print(markdown)

@@ -29,6 +29,9 @@ def test_report_has_ccc_rows(affwild2_run: Path) -> None:
         assert table[col].map(math.isfinite).all(), col
         assert table[col].between(-1, 1).all(), col
     assert "accuracy_mean" not in table.columns
+    # every fold tests on Validation_Set: the report says what its intervals measure
+    markdown = (affwild2_run / RESULTS / "report.md").read_text()
+    assert "Every fold tests on the same videos" in markdown
 
 
 def test_every_test_window_is_evaluated(affwild2_run: Path) -> None:

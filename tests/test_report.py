@@ -208,6 +208,8 @@ def test_regression_report_shows_ccc_over_folds(tmp_path):
     assert "CCC mean mean ± std [95% CI]" in md and "accuracy" not in md
     assert "| affwild2 | mtpkdot | 3 | 0.450 ± 0.050 [0.326, 0.574] |" in md
     assert "clipped to the metric range [-1, 1]" in md and "Per-fold test CCC mean:" in md
+    assert "same videos" not in md
+    assert "same videos" in report.to_markdown(table, 0.95, per_fold, shared_test=True)
 
     figs = tmp_path / "figures"
     figs.mkdir()
@@ -215,6 +217,8 @@ def test_regression_report_shows_ccc_over_folds(tmp_path):
     page = report.to_html("affwild2", table, per_fold, 0.95, figures)
     assert "CCC valence mean ± std [95% CI]" in page and "<h3>CCC arousal</h3>" in page
     assert "Per-fold test CCC mean" in page and "accuracy" not in page.lower()
+    shared = report.to_html("affwild2", table, per_fold, 0.95, figures, shared_test=True)
+    assert "same videos" in shared and "same videos" not in page
 
 
 def test_classification_report_keeps_accuracy_and_macro_f1(tmp_path):

@@ -46,7 +46,7 @@ def test_fit_keeps_the_best_validation_epoch_and_stops_early():
         score_key="val_accuracy",
     )
     assert result.best_epoch == 1 and len(result.history) == 4
-    assert float(result.best_state["weight"]) == pytest.approx(float(model.weight))
+    assert float(result.best_state["weight"]) == pytest.approx(float(model.weight.detach()))
     assert not model.training
 
 
