@@ -77,6 +77,13 @@ def n_folds_of(index: pd.DataFrame) -> int:
     return sum(1 for c in index.columns if c.startswith("split_"))
 
 
+def folds_share_test_set(index: pd.DataFrame) -> bool:
+    """Whether every fold of an index tests on the same samples (Aff-Wild2: its Validation_Set),
+    so that a spread over folds is not a spread over test subjects."""
+    tests = [index[f"split_{k}"] == "test" for k in range(n_folds_of(index))]
+    return len(tests) > 1 and all(t.equals(tests[0]) for t in tests[1:])
+
+
 def split_ids(index: pd.DataFrame, fold: int, split: str) -> list[str]:
     """Sample ids of one split of one fold, in index order."""
     if split not in SPLITS:

@@ -38,6 +38,7 @@ from scipy import stats
 from pipeline_steps import job_matrix
 from pipeline_steps.atomic import atomic_path, write_text
 from pipeline_steps.config import dataset_params, load_params, step_parser
+from pipeline_steps.folds import folds_share_test_set
 from pipeline_steps.layout import Layout, layout_for
 from pipeline_steps.progress import progress
 
@@ -153,11 +154,6 @@ def teacher_table(layout: Layout, n_folds: int) -> pd.DataFrame | None:
     )
 
 
-# Layouts whose folds all test on the same samples (Aff-Wild2: Validation_Set is the test set of
-# every fold, see pipeline_steps.affwild2), so the spread over folds is not over test subjects.
-SHARED_TEST_LAYOUTS = ("affwild2",)
-
-
 def ci_note(level: float, metrics: tuple[str, ...] = METRICS, shared_test: bool = False) -> str:
     """How to read the table; ``shared_test``: every fold tests on the same samples."""
     pct = int(round(level * 100))
@@ -168,9 +164,8 @@ def ci_note(level: float, metrics: tuple[str, ...] = METRICS, shared_test: bool 
     )
     if shared_test:
         note += (
-            " Every fold tests on the same videos (the official validation set) and differs"
-            " only in its validation people: the spread is that of training and model"
-            " selection, not of test subjects."
+            " Every fold tests on the same videos and differs only in its validation people:"
+            " the spread is that of training and model selection, not of test subjects."
         )
     return note
 
@@ -560,7 +555,7 @@ def main(argv: list[str] | None = None) -> None:
     per_fold = collect(layout, methods, n_folds, TASK_METRICS[task])
     table = build_table(per_fold, args.dataset, level)
     teachers = teacher_table(layout, n_folds)
-    shared_test = dataset_params(params, args.dataset)["layout"] in SHARED_TEST_LAYOUTS
+    shared_test = folds_share_test_set(pd.read_parquet(layout.index))
     markdown = to_markdown(table, level, per_fold, teachers, shared_test)
     with atomic_path(layout.report_csv) as tmp:
         table.to_csv(tmp, index=False)

@@ -3,7 +3,8 @@
 import pandas as pd
 import pytest
 
-from pipeline_steps.folds import assign_folds, split_ids
+from pipeline_steps.affwild2 import assign_split
+from pipeline_steps.folds import assign_folds, folds_share_test_set, split_ids
 
 
 def index(n_subjects: int = 8, per_subject: int = 4) -> pd.DataFrame:
@@ -59,3 +60,10 @@ def test_split_ids_checks_its_arguments():
         split_ids(out, 0, "holdout")
     with pytest.raises(ValueError):
         split_ids(out, 9, "train")
+
+
+def test_folds_share_test_set_only_when_every_fold_tests_the_same_samples():
+    assert not folds_share_test_set(assign_folds(index(), n_folds=4, n_val_subjects=1, seed=0))
+    windows = index(8).assign(set=["Validation_Set"] * 8 + ["Train_Set"] * 24)
+    assert folds_share_test_set(assign_split(windows, 0.2, seed=0, n_folds=3))
+    assert not folds_share_test_set(assign_split(windows, 0.2, seed=0, n_folds=1))

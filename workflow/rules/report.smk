@@ -4,6 +4,7 @@
 
 rule report:
     input:
+        index=L.index,
         evaluations=get_fold_evaluations,
         figures=get_report_figure_inputs,
         teachers=get_teacher_evaluations,
