@@ -79,18 +79,18 @@ def _listed(keys: list[str]) -> str:
 def check_state_dict(module: nn.Module, state: dict[str, Tensor], source: str | Path) -> None:
     """Raise ValueError listing missing, unexpected and wrongly shaped keys, naming ``source``."""
     expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    missing = [k for k in expected if k not in state]  # in the module's order
+    unexpected = [k for k in state if k not in expected]  # in the file's order
     shapes = [
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
         for k, v in expected.items()
         if k in state and state[k].shape != v.shape
     ]
-    if missing or unexpected or shapes:
+    kinds = {"missing keys": missing, "unexpected keys": unexpected, "shape mismatches": shapes}
+    found = [f"{kind} {_listed(keys)}" for kind, keys in kinds.items() if keys]
+    if found:
         raise ValueError(
-            f"weights in {source} do not match {type(module).__name__}: "
-            f"missing keys {_listed(missing)}; unexpected keys {_listed(unexpected)}; "
-            f"shape mismatches {_listed(shapes)}"
+            f"weights in {source} do not match {type(module).__name__}: " + "; ".join(found)
         )
 
 
