@@ -3,6 +3,8 @@ embeddings of every sample of the fold (the input of the fusion teacher and the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -167,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
             stage=STAGE,
             name=args.modality,
             optimizer=optim,
-            inputs=feature_paths(ctx.params, ctx.layout, args.modality),
+            inputs=feature_paths(ctx.params, ctx.layout, args.modality)
+            + ([Path(pretrained["path"])] if pretrained else []),
         )
         freeze(model)
         save_checkpoint(
