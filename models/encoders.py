@@ -7,6 +7,10 @@ fast and real runs scale up by raising ``width`` and ``embed_dim``:
 - ``SignalEncoder``: 1D CNN over physiological signals (B, C, L);
 - ``AudioEncoder``: 2D CNN over log-mel spectrograms (B, 1, n_mels, frames).
 
+``build_encoder(..., backbone=...)`` instead wraps a standard backbone of
+:mod:`models.backbones` (``r3d_18``, ``mc3_18``, ``r2plus1d_18`` for video; ``resnet18`` for
+signals, through a log spectrogram, and for audio) as a :class:`BackboneEncoder`.
+
 Every encoder is per-sample: normalisation is GroupNorm (statistics of one sample only),
 so an output never depends on the other samples of the batch, in train or eval mode.
 Blocks are pre-activation residual blocks whose skip path carries the un-normalised
@@ -21,6 +25,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from models.backbones import FEATURE_DIM, IMAGE_BACKBONES, VIDEO_BACKBONES, build_backbone
+from models.timefreq import LogSpectrogram
+from models.weights import file_sha256, load_backbone_weights, load_strict, read_state_dict
 
 ENCODER_KINDS: tuple[str, ...] = ("video", "signal", "audio")
 VIDEO_INPUTS: tuple[str, ...] = ("frames", "delta", "frames+delta")
@@ -168,48 +176,124 @@ class AudioEncoder(_ResidualEncoder):
         super().__init__(2, stem, width, embed_dim, 3, (1, 2, 2))
 
 
+SMALL = "small"
+BACKBONES: dict[str, tuple[str, ...]] = {
+    "video": (SMALL, *VIDEO_BACKBONES),
+    "signal": (SMALL, *IMAGE_BACKBONES),
+    "audio": (SMALL, *IMAGE_BACKBONES),
+}
+# torchvision's Kinetics-400 input normalisation (per RGB channel, images in [0, 1]).
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+
+
+class KineticsScaling(nn.Module):
+    """Video input in [-1, 1] (:func:`video_input`) -> torchvision's Kinetics normalisation.
+
+    Frame channels: ``((x + 1) / 2 - mean) / std``; delta channels (a difference of two frames,
+    so no mean): ``(x / 2) / std``. A fixed per-channel affine map; no state-dict keys.
+    """
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        video_channels(mode)
+        parts = {"frames": ("frames",), "delta": ("delta",)}.get(mode, ("frames", "delta"))
+        std = torch.tensor(KINETICS_STD * len(parts))
+        shift = torch.cat(
+            [
+                (0.5 - torch.tensor(KINETICS_MEAN)) / torch.tensor(KINETICS_STD)
+                if p == "frames"
+                else torch.zeros(3)
+                for p in parts
+            ]
+        )
+        self.register_buffer("scale", (0.5 / std).view(1, -1, 1, 1, 1), persistent=False)
+        self.register_buffer("shift", shift.view(1, -1, 1, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale + self.shift
+
+
+class BackboneEncoder(nn.Module):
+    """``prepare`` (input transform) -> standard backbone's pooled 512-d features -> linear.
+
+    The projection to ``embed_dim`` gives every modality the same embedding size whatever
+    its backbone. State-dict keys: ``backbone.*`` (torchvision's names, no ``fc``), ``proj.*``.
+    """
+
+    def __init__(self, backbone: nn.Module, embed_dim: int, prepare: nn.Module | None = None):
+        super().__init__()
+        if embed_dim < 1:
+            raise ValueError(f"embed_dim must be >= 1, got {embed_dim}")
+        self.prepare = prepare if prepare is not None else nn.Identity()
+        self.backbone = backbone
+        self.proj = nn.Linear(FEATURE_DIM, embed_dim)
+        self.embed_dim = embed_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.backbone.features(self.prepare(x)))
+
+
 def build_encoder(
-    modality_kind: str, embed_dim: int, width: int, in_channels: int | None = None
+    modality_kind: str,
+    embed_dim: int,
+    width: int,
+    in_channels: int | None = None,
+    backbone: str = SMALL,
+    spectrogram: dict | None = None,
+    video_mode: str = "frames",
 ) -> nn.Module:
     """Encoder for a modality kind ("video", "signal", "audio").
 
     ``in_channels``: signal channels, spectrogram channels, or video input channels (3, or 6
-    for ``video_input`` "frames+delta"); None = 3 for video, else 1.
+    for ``video_input`` "frames+delta"); None = 3 for video, else 1. ``backbone``: ``small``
+    (the CNNs above, sized by ``width``) or a standard one allowed for the kind
+    (:data:`BACKBONES`; ``width`` is then unused). A standard video backbone gets its input
+    scaled as for Kinetics (``video_mode`` says which channels are deltas); a signal goes
+    through :class:`~models.timefreq.LogSpectrogram` (``spectrogram``: its ``n_fft`` and
+    ``hop_length``) to ``resnet18``; audio log-mel goes to ``resnet18`` as is.
     """
+    if modality_kind not in BACKBONES:
+        raise ValueError(
+            f"unknown modality kind {modality_kind!r}; allowed: {', '.join(ENCODER_KINDS)}"
+        )
+    if backbone not in BACKBONES[modality_kind]:
+        allowed = ", ".join(BACKBONES[modality_kind])
+        raise ValueError(f"backbone {backbone!r} not for {modality_kind}; allowed: {allowed}")
+    channels = in_channels or (3 if modality_kind == "video" else 1)
+    if backbone == SMALL:
+        small = {"video": VideoEncoder, "signal": SignalEncoder, "audio": AudioEncoder}
+        return small[modality_kind](embed_dim, width, channels)
+    prepare: nn.Module | None = None
     if modality_kind == "video":
-        return VideoEncoder(embed_dim, width, in_channels or 3)
-    if modality_kind == "signal":
-        return SignalEncoder(embed_dim, width, in_channels or 1)
-    if modality_kind == "audio":
-        return AudioEncoder(embed_dim, width, in_channels or 1)
-    raise ValueError(
-        f"unknown modality kind {modality_kind!r}; allowed: {', '.join(ENCODER_KINDS)}"
-    )
+        if channels != video_channels(video_mode):
+            raise ValueError(
+                f"video_input {video_mode!r} gives {video_channels(video_mode)} "
+                f"channels, not {channels}"
+            )
+        prepare = KineticsScaling(video_mode)
+    elif modality_kind == "signal":
+        prepare = LogSpectrogram(**(spectrogram or {}))
+    return BackboneEncoder(build_backbone(backbone, channels, None), embed_dim, prepare)
 
 
 def load_pretrained(module: nn.Module, path: str | Path) -> nn.Module:
     """Load a local state-dict file into ``module`` (strict); errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
-    expected = set(module.state_dict())
-    missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - expected)
-    if missing or unexpected:
-        raise ValueError(
-            f"state dict in {path} does not match {type(module).__name__}: "
-            f"missing keys {missing[:10]}, unexpected keys {unexpected[:10]}"
-        )
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"cannot load {path} into {type(module).__name__}: {err}") from err
-    return module
+    return load_strict(module, read_state_dict(path), Path(path))
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path) -> str:
+    """Pretrained weights for an encoder; returns the file's SHA-256.
+
+    A :class:`BackboneEncoder` reads a torchvision-format backbone file (stem adapted to the
+    input channels, file's ``fc`` ignored: :func:`models.weights.load_backbone_weights`); a
+    small encoder reads a file of its own ``state_dict()``.
+    """
+    if isinstance(encoder, BackboneEncoder):
+        load_backbone_weights(encoder.backbone, path)
+    else:
+        load_pretrained(encoder, path)
+    return file_sha256(path)
 
 
 class ModalityTeacher(nn.Module):

@@ -18,7 +18,7 @@ from pipeline_steps.stage import StageContext, fold_parser, stage_context
 from pipeline_steps.tasks import Targets
 from pipeline_steps.tracking import stage_run
 from pipeline_steps.train_fusion_teacher import make_fusion
-from pipeline_steps.train_modality_teacher import build_teacher
+from pipeline_steps.train_modality_teacher import teacher_from_checkpoint
 from pipeline_steps.trainer import load_checkpoint
 
 STAGE = "evaluate_teachers"
@@ -33,10 +33,7 @@ def modality_heads(ctx: StageContext, emb: torch.Tensor) -> dict[str, torch.Tens
     """Each modality teacher's own prediction from its stored embedding."""
     out = {}
     for i, modality in enumerate(ctx.modalities):
-        ckpt = load_checkpoint(ctx.layout.teacher(ctx.fold, modality))
-        cfg = {"embed_dim": ckpt["embed_dim"], "width": ckpt["width"]}
-        teacher = build_teacher(modality, ckpt["in_channels"], cfg, ckpt["n_outputs"])
-        teacher.load_state_dict(ckpt["state_dict"])
+        teacher = teacher_from_checkpoint(load_checkpoint(ctx.layout.teacher(ctx.fold, modality)))
         out[modality] = teacher.head(emb[:, i])
     return out
 

@@ -10,7 +10,7 @@ from models.freeze import freeze
 from models.student import Student
 from pipeline_steps.fold_data import VIDEO
 from pipeline_steps.layout import Layout
-from pipeline_steps.train_modality_teacher import build_teacher
+from pipeline_steps.train_modality_teacher import teacher_from_checkpoint
 from pipeline_steps.trainer import load_checkpoint
 
 
@@ -33,9 +33,7 @@ class VisualStudent(nn.Module):
 def load_visual_student(layout: Layout, fold: int, method: str) -> VisualStudent:
     """Rebuild the frozen student of ``method`` on ``fold`` from its checkpoints."""
     t = load_checkpoint(layout.teacher(fold, VIDEO))
-    cfg = {"embed_dim": t["embed_dim"], "width": t["width"]}
-    teacher = build_teacher(VIDEO, t["in_channels"], cfg, t["n_outputs"])
-    teacher.load_state_dict(t["state_dict"])
+    teacher = teacher_from_checkpoint(t)
     s = load_checkpoint(layout.student(fold, method))
     student = Student(s["in_dim"], s["hidden"], s["embed_dim"], s["n_outputs"])
     student.load_state_dict(s["state_dict"])

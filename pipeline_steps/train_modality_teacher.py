@@ -3,10 +3,19 @@ embeddings of every sample of the fold (the input of the fusion teacher and the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from models.encoders import ModalityTeacher, build_encoder, video_channels, video_input
+from models.encoders import (
+    SMALL,
+    ModalityTeacher,
+    build_encoder,
+    load_encoder_weights,
+    video_channels,
+    video_input,
+)
 from models.freeze import freeze
 from pipeline_steps.fold_data import VIDEO, Normaliser, modality_array, video_shard_paths
 from pipeline_steps.stage import fit_stage, fold_parser, record_result, stage_context
@@ -45,10 +54,57 @@ def feature_paths(params: dict, layout, modality: str) -> list:  # noqa: ANN001
     return [layout.physio_shard(modality)]
 
 
-def build_teacher(modality: str, in_channels: int, cfg: dict, n_outputs: int) -> ModalityTeacher:
+def architecture(cfg: dict, modality: str) -> dict:
+    """What rebuilds ``modality``'s teacher: embed_dim, width, backbone (``backbones``, default
+    small) and, for a signal through a standard backbone, the spectrogram settings."""
+    backbone = cfg.get("backbones", {}).get(modality) or SMALL
+    arch = {"embed_dim": cfg["embed_dim"], "width": cfg["width"], "backbone": backbone}
+    if backbone != SMALL and modality not in (VIDEO, AUDIO):
+        arch["spectrogram"] = dict(cfg["spectrogram"])
+    return arch
+
+
+def build_teacher(
+    modality: str, in_channels: int, cfg: dict, n_outputs: int, video_mode: str = "frames"
+) -> ModalityTeacher:
+    """Teacher from an :func:`architecture` dict (older checkpoints: no backbone = small)."""
     kind = {VIDEO: "video", AUDIO: "audio"}.get(modality, "signal")
-    encoder = build_encoder(kind, cfg["embed_dim"], cfg["width"], in_channels)
+    encoder = build_encoder(
+        kind,
+        cfg["embed_dim"],
+        cfg["width"],
+        in_channels,
+        backbone=cfg.get("backbone", SMALL),
+        spectrogram=cfg.get("spectrogram"),
+        video_mode=video_mode,
+    )
     return ModalityTeacher(encoder, cfg["embed_dim"], n_outputs)
+
+
+def teacher_from_checkpoint(ckpt: dict) -> ModalityTeacher:
+    """The trained teacher saved by this stage (weights loaded; not frozen)."""
+    teacher = build_teacher(
+        ckpt["modality"],
+        ckpt["in_channels"],
+        ckpt,
+        ckpt["n_outputs"],
+        ckpt.get("video_input") or "frames",
+    )
+    teacher.load_state_dict(ckpt["state_dict"])
+    return teacher
+
+
+def load_teacher_weights(teacher: ModalityTeacher, cfg: dict, modality: str) -> dict | None:
+    """Local pretrained encoder weights from ``pretrained.<modality>``, if set (no download);
+    returns their provenance (path, SHA-256) for the checkpoint and the run."""
+    path = cfg.get("pretrained", {}).get(modality)
+    if not path:
+        return None
+    try:
+        sha = load_encoder_weights(teacher.encoder, path)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"{STAGE}.pretrained.{modality}: {err}") from err
+    return {"path": str(path), "sha256": sha}
 
 
 @torch.no_grad()
@@ -80,7 +136,10 @@ def main(argv: list[str] | None = None) -> None:
     video_mode = ctx.ds["video_input"]
     to_input = ModalityInput(args.modality, normaliser, video_mode)
     in_channels = {VIDEO: video_channels(video_mode), AUDIO: 1}.get(args.modality, x_train.shape[1])
-    model = build_teacher(args.modality, in_channels, cfg, ctx.n_outputs).to(ctx.device)
+    arch = architecture(cfg, args.modality)
+    model = build_teacher(args.modality, in_channels, arch, ctx.n_outputs, video_mode)
+    pretrained = load_teacher_weights(model, cfg, args.modality)
+    model = model.to(ctx.device)
     optim = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
 
     def train_step(idx: torch.Tensor) -> dict[str, float]:
@@ -96,6 +155,9 @@ def main(argv: list[str] | None = None) -> None:
         ctx.params, ctx.dataset, ctx.layout, STAGE, modality=args.modality, fold=ctx.fold
     ) as run:
         run.log_params(cfg)
+        run.log_params(
+            {"architecture": arch, "pretrained_sha256": (pretrained or {}).get("sha256")}
+        )
         result = fit_stage(
             ctx,
             cfg,
@@ -107,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
             stage=STAGE,
             name=args.modality,
             optimizer=optim,
-            inputs=feature_paths(ctx.params, ctx.layout, args.modality),
+            inputs=feature_paths(ctx.params, ctx.layout, args.modality)
+            + ([Path(pretrained["path"])] if pretrained else []),
         )
         freeze(model)
         save_checkpoint(
@@ -117,8 +180,8 @@ def main(argv: list[str] | None = None) -> None:
                 "modality": args.modality,
                 "in_channels": in_channels,
                 "video_input": video_mode if args.modality == VIDEO else None,
-                "embed_dim": cfg["embed_dim"],
-                "width": cfg["width"],
+                **arch,
+                "pretrained": pretrained,
                 "n_outputs": ctx.n_outputs,
                 "normaliser": normaliser.state() if normaliser else None,
                 "best_epoch": result.best_epoch,

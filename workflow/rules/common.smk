@@ -77,6 +77,13 @@ def get_modality_features(wildcards):
     return str(L.physio_shard(wildcards.modality)).format(dataset=wildcards.dataset)
 
 
+def get_pretrained_weights(wildcards):
+    """The local weights file of a modality's encoder (train_modality_teacher.pretrained), if any:
+    a missing file stops the DAG before training, a changed one reruns the teacher."""
+    path = config["train_modality_teacher"]["pretrained"].get(wildcards.modality)
+    return [path] if path else []
+
+
 def get_fold_embeddings(wildcards):
     """Frozen embeddings of every modality of the dataset for one fold."""
     return [

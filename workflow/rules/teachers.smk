@@ -5,6 +5,7 @@ rule train_modality_teacher:
     input:
         index=L.index,
         features=get_modality_features,
+        pretrained=get_pretrained_weights,
     output:
         model=L.teacher("{fold}", "{modality}"),
         embeddings=L.embeddings("{fold}", "{modality}"),
