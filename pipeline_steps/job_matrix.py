@@ -127,7 +127,7 @@ def job_matrix(params: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
         ds = dataset_params(params, d)
         layout = layout_for(params, d)
         modalities = ds["modalities"]
-        source = str(layout.demo_manifest) if ds["demo"] else dvc_paths(ds)[0]
+        source = str(layout.demo_manifest) if ds["demo"] else dataset_inputs(ds)[0]
         if ds["demo"]:
             jobs["make_demo_data"][d] = {"dataset": d}
         jobs["index_dataset"][d] = {"dataset": d, "source": source}
@@ -173,13 +173,29 @@ def report_deps_lines(params: dict[str, Any], indent: str) -> list[str]:
     ]
 
 
+def dataset_inputs(ds: dict[str, Any]) -> list[str]:
+    """The DVC dependencies of a user's dataset (:func:`dvc_paths`), or why there are none."""
+    from pipeline_steps.dataset_error import DatasetError
+
+    try:
+        paths = dvc_paths(ds)
+    except DatasetError as err:
+        raise JobMatrixError(
+            f"index_dataset's inputs: {err} (is the dataset there? `dvc pull` it, or check "
+            "datasets.<name>.root)"
+        ) from err
+    if not paths:
+        raise JobMatrixError(f"{ds['root']}: none of the {ds['layout']} layout's inputs exists")
+    return paths
+
+
 def index_deps_lines(params: dict[str, Any], indent: str) -> list[str]:
     """dvc.yaml lines: the inputs of every non-demo dataset of run.datasets."""
     paths = [
         path
         for d in params["run"]["datasets"]
         if not dataset_params(params, d)["demo"]
-        for path in dvc_paths(dataset_params(params, d))
+        for path in dataset_inputs(dataset_params(params, d))
     ]
     return [f"{indent}- {path}" for path in dict.fromkeys(paths)]
 
@@ -200,7 +216,7 @@ def _with_block(dvc_text: str, begin: str, end: str, lines_for) -> str:  # noqa:
     return dvc_text[:start] + "".join(f"{line}\n" for line in lines) + dvc_text[stop:]
 
 
-def with_report_deps(dvc_text: str, params: dict[str, Any]) -> str:
+def with_generated_deps(dvc_text: str, params: dict[str, Any]) -> str:
     """``dvc_text`` with both generated blocks (report folds, index inputs) rewritten."""
     text = _with_block(dvc_text, BEGIN, END, lambda indent: report_deps_lines(params, indent))
     return _with_block(
@@ -215,7 +231,7 @@ def stale_files(params: dict[str, Any], root: Path = Path()) -> list[str]:
     if not matrix.exists() or matrix.read_text() != matrix_text(params):
         stale.append(str(MATRIX_FILE))
     dvc_text = (root / DVC_FILE).read_text()
-    if with_report_deps(dvc_text, params) != dvc_text:
+    if with_generated_deps(dvc_text, params) != dvc_text:
         stale.append(str(DVC_FILE))
     return stale
 
@@ -231,7 +247,7 @@ def write(params: dict[str, Any], root: Path = Path()) -> list[str]:
     if str(DVC_FILE) in changed:
         path = root / DVC_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(with_report_deps(path.read_text(), params))
+        tmp.write_text(with_generated_deps(path.read_text(), params))
         tmp.replace(path)
     return changed
 

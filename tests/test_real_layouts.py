@@ -253,3 +253,29 @@ def test_report_data_section(tmp_path: Path) -> None:
     page = report_data.to_html(section)
     assert "<h2>Data and quality control</h2>" in page and "face found in #%" in page
     assert json.loads(layout.qc_report.read_text())["n_warnings"] == 1
+
+
+def test_dvc_yaml_depends_on_a_user_datasets_inputs(tmp_path: Path) -> None:
+    from pipeline_steps import job_matrix
+    from pipeline_steps.config import validate_params
+    from tests.test_workflow import dvc_copy
+
+    root = tmp_path / "biovid"
+    biovid_tree(root, {}, 2)
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["datasets"]["biovid"].update(demo=False, root=str(root))
+    params = validate_params(raw)
+    repo = dvc_copy(tmp_path / "repo")
+    job_matrix.write(params, repo)
+    assert job_matrix.stale_files(params, repo) == []
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc:
+        stages = {s.name: s for s in dvc.index.stages}
+    for name in ("index_dataset@biovid", "index_dataset@affwild2"):  # one list for all jobs
+        deps = {d.def_path for d in stages[name].deps}
+        assert {str(root / p) for p in ("samples.csv", "video", "biosignals_filtered")} <= deps
+    assert "make_demo_data@biovid" not in stages
+    params["datasets"]["biovid"]["root"] = str(tmp_path / "gone")
+    with pytest.raises(job_matrix.JobMatrixError, match="no samples file"):
+        job_matrix.write(params, repo)
