@@ -45,8 +45,12 @@ def _entries(entries: list[dict]) -> pd.DataFrame:
 
 
 def _counts(entries: pd.DataFrame, by_reason: bool) -> pd.DataFrame:
+    """Entries per step (a scattered step's parts together) and, if asked, reason kind."""
     keys = ["step", "reason"] if by_reason else ["step"]
-    frame = entries.assign(reason=entries["reason"].map(_reason_kind))
+    frame = entries.assign(
+        step=entries["step"].str.replace(r"-\d+$", "", regex=True),
+        reason=entries["reason"].map(_reason_kind),
+    )
     return frame.groupby(keys, sort=True).size().rename("samples").reset_index()
 
 

@@ -265,7 +265,9 @@ def test_dvc_yaml_depends_on_a_user_datasets_inputs(tmp_path: Path) -> None:
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw["datasets"]["biovid"].update(demo=False, root=str(root))
     params = validate_params(raw)
+    (tmp_path / "repo").mkdir()
     repo = dvc_copy(tmp_path / "repo")
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     job_matrix.write(params, repo)
     assert job_matrix.stale_files(params, repo) == []
     from dvc.repo import Repo
