@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from pipeline_steps import crop_faces, report_data
@@ -281,3 +282,37 @@ def test_dvc_yaml_depends_on_a_user_datasets_inputs(tmp_path: Path) -> None:
     params["datasets"]["biovid"]["root"] = str(tmp_path / "gone")
     with pytest.raises(job_matrix.JobMatrixError, match="no samples file"):
         job_matrix.write(params, repo)
+
+
+class _MeanModel(torch.nn.Module):
+    """Stands in for a student: (B, T, S, S, 3) uint8 -> (B, 2) outputs, and no embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        mean = x.float().mean(dim=(1, 2, 3, 4))[:, None] / 255
+        return torch.cat([mean, 1 - mean], dim=1) * self.scale, None
+
+
+def test_predict_applies_the_face_rule_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from pipeline_steps import predict
+
+    face = write_video(tmp_path / "face.mp4", _lfw_frames(138, 0))
+    none = write_video(tmp_path / "none.mp4", _no_face_frames(138))
+    params = load_params(REPO_ROOT / "params.yaml")
+    params["crop_faces"].update(size=32, n_frames=4)
+    table = predict.predict_videos([face, none], _MeanModel(), ["BL1", "PA4"], params)
+    assert table["pred"].tolist()[0] in ("BL1", "PA4") and table["pred"].tolist()[1] == ""
+    assert np.isnan(table.loc[1, "p_BL1"]) and table.loc[1, "face_found_ratio"] == 0.0
+    assert "none.mp4: video not predicted: no face found" in capsys.readouterr().err
+    with pytest.raises(predict.PredictError, match="no video left to predict"):
+        predict.predict_videos([none], _MeanModel(), ["BL1", "PA4"], params)
+    both = np.concatenate([_no_face_frames(16), _lfw_frames(24, 0)])
+    mixed = write_video(tmp_path / "mixed.mp4", both)
+    frames = predict.predict_frames([mixed], _MeanModel(), 8, params)
+    assert len(frames) == 40 and frames["valence"].isna().tolist() == [True] * 16 + [False] * 24
+    assert "mixed.mp4: frames 1-8 not predicted" in capsys.readouterr().err

@@ -96,7 +96,7 @@ def demo_cfg(**sizes: float) -> dict:
 
 
 def write_biovid(root: Path) -> None:
-    generate_biovid_demo(root, demo_cfg(n_subjects=4, samples_per_class=2, frame_size=128))
+    generate_biovid_demo(root, demo_cfg(n_subjects=6, samples_per_class=2, frame_size=128))
     (root / MARKER).unlink()
     (root / "starting_point").mkdir()
     (root / "samples.csv").rename(root / "starting_point" / "samples.csv")
@@ -128,12 +128,12 @@ def test_biovid_copy_with_samples_in_starting_point(tmp_path: Path) -> None:
     run_to_report(workdir, "mybiovid")
     results = workdir / "results/mybiovid"
     index = pd.read_parquet(results / "index.parquet")
-    assert len(index) == 16 and index["subject"].nunique() == 4
+    assert len(index) == 24 and index["subject"].nunique() == 6
     qc = json.loads((results / "qc_report.json").read_text())
     assert qc["n_skipped"] == 0  # every demo clip has a face: the face rule keeps them all
     section = data_section(workdir, "mybiovid")
-    assert "16 of 16 indexed samples kept" in section
-    assert "| BL1 | 8 | 8 |" in section and "| PA4 | 8 | 8 |" in section
+    assert "24 of 24 indexed samples kept" in section
+    assert "| BL1 | 12 | 12 |" in section and "| PA4 | 12 | 12 |" in section
 
     assert "index_dataset" not in jobs_to_run(workdir, "mybiovid")
     change_last_line(next(root.glob("biosignals_filtered/*/*_bio.csv")))
