@@ -116,14 +116,14 @@ def test_biovid_copy_with_samples_in_starting_point(tmp_path: Path) -> None:
         "root": str(root),
         "demo": False,
         "classes": ["BL1", "PA4"],
-        "modalities": ["video", "eda", "emg"],
+        "modalities": ["video", "emg"],
         "video_input": "delta",
     }
     project(
         workdir,
         "mybiovid",
         ds,
-        extract_physio={"channels": {"eda": "gsr", "emg": "emg_corrugator"}},
+        extract_physio={"channels": {"emg": "emg_corrugator"}},  # a Part B column
     )
     run_to_report(workdir, "mybiovid")
     results = workdir / "results/mybiovid"
