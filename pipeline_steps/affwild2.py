@@ -10,7 +10,10 @@ Layout under ``datasets.<name>.root``::
 Annotation files: a header line ``valence,arousal``, then one ``valence,arousal`` line per video
 frame (line i+2 <-> frame i <-> ``cropped_aligned/<video>/<i+1:05d>.jpg``); ``-5`` marks an
 unannotated frame (kept in the labels, excluded from loss and metrics downstream). Values must
-lie in [-1, 1] or be -5; anything else is a bad sample naming the file and line.
+lie in [-1, 1] or be -5. A line that is not two numbers, or a value out of range, stops
+``index_dataset`` naming the file and line (``on_bad_sample: error``), or (``skip``) leaves
+that frame unlabelled (-5) and is recorded as a QC warning with the file and line; the rest of
+the video is kept. A file without the header or without any label line is a bad sample.
 
 Two-person videos: annotations ``<name>_left`` / ``<name>_right`` refer to one video file
 ``<name>`` (the left or right half of the frame, ``region``) and share its audio.
@@ -48,7 +51,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pipeline_steps.biovid import DatasetError
+from pipeline_steps.dataset_error import DatasetError
+from pipeline_steps.dataset_inputs import IndexInput
 from pipeline_steps.qc import QcLog
 
 SETS = ("Train_Set", "Validation_Set")
@@ -76,29 +80,41 @@ def person_group(video: str) -> tuple[str, str]:
     return video, "full"
 
 
-def read_annotation(path: Path) -> np.ndarray:
-    """(N, 2) float32 valence, arousal per frame; -5 kept for unannotated frames."""
+def _parse_line(line: str) -> tuple[list[float] | None, str]:
+    """(valence, arousal) of one label line, or None and the problem."""
+    parts = line.split(",")
+    if len(parts) != 2:
+        return None, f"not 'valence,arousal' ({len(parts)} fields)"
+    try:
+        pair = [float(parts[0]), float(parts[1])]
+    except ValueError:
+        return None, f"not 'valence,arousal' ({line.strip()!r} is not two numbers)"
+    if not all(np.isfinite(v) and (abs(v) <= 1.0 or v == UNANNOTATED) for v in pair):
+        return None, f"value outside [-1, 1] and not -5 ({line.strip()})"
+    return pair, ""
+
+
+def read_annotation(path: Path, qc: QcLog | None = None) -> np.ndarray:
+    """(N, 2) float32 valence, arousal per frame; -5 kept for unannotated frames, and set for
+    a bad line (``qc`` in skip mode; in error mode, the default, a bad line raises)."""
+    qc = qc or QcLog("index_dataset")
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path}: unreadable annotation file ({err})") from err
+    while lines and not lines[-1].strip():
+        lines.pop()
     if not lines or lines[0].replace(" ", "").lower() != "valence,arousal":
         raise DatasetError(f"{path}: first line must be the header 'valence,arousal'")
-    values = np.empty((len(lines) - 1, 2), dtype=np.float32)
-    for i, line in enumerate(lines[1:]):
-        parts = line.split(",")
-        try:
-            if len(parts) != 2:
-                raise ValueError(f"{len(parts)} fields")
-            values[i] = [float(parts[0]), float(parts[1])]
-        except ValueError as err:
-            raise DatasetError(f"{path}: line {i + 2}: not 'valence,arousal' ({err})") from err
-    if not len(values):
+    if len(lines) < 2:
         raise DatasetError(f"{path}: no frame labels after the header")
-    ok = np.isfinite(values) & ((np.abs(values) <= 1.0) | (values == UNANNOTATED))
-    if not ok.all():
-        line = int(np.flatnonzero(~ok.all(axis=1))[0]) + 2
-        raise DatasetError(f"{path}: line {line}: value outside [-1, 1] and not -5")
+    values = np.full((len(lines) - 1, 2), UNANNOTATED, dtype=np.float32)
+    for i, line in enumerate(lines[1:]):
+        pair, problem = _parse_line(line)
+        if pair is None:
+            qc.bad_line(path.stem, path, i + 2, problem)
+        else:
+            values[i] = pair
     return values
 
 
@@ -111,6 +127,31 @@ def index_videos(root: Path) -> dict[str, Path]:
             if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
                 found.setdefault(path.stem, path.relative_to(root))
     return found
+
+
+def _uses_cropped_aligned(root: Path, ann: Path) -> bool:
+    """Some annotated video has no video file and is read from ``cropped_aligned/``."""
+    folder = root / "cropped_aligned"
+    if not folder.is_dir():
+        return False
+    videos = index_videos(root)
+    return any(
+        person_group(p.stem)[0] not in videos and (folder / p.stem).is_dir()
+        for set_name in SETS
+        for p in (ann / set_name).glob("*.txt")
+    )
+
+
+def index_inputs(root: Path, ds: dict) -> list[IndexInput]:
+    """What an Aff-Wild2 index is built from: both sets' annotation folders, ``videos/`` and,
+    when some video is read from it, ``cropped_aligned/`` (its per-video folders)."""
+    root = Path(root)
+    ann = annotation_dir(root)
+    inputs = [IndexInput(ann / s, (".txt",)) for s in SETS]
+    inputs.append(IndexInput(root / "videos", VIDEO_SUFFIXES))
+    if _uses_cropped_aligned(root, ann):
+        inputs.append(IndexInput(root / "cropped_aligned", (), depth=1))
+    return inputs
 
 
 def video_frame_count(path: Path) -> tuple[int, float]:
@@ -194,7 +235,7 @@ def read_windows(root: Path, ds: dict, qc: QcLog | None = None) -> pd.DataFrame:
         for path in sorted((ann / set_name).glob("*.txt")):
             video = path.stem
             try:
-                labels = read_annotation(path)
+                labels = read_annotation(path, qc)
                 (base,), n = _video_rows(root, video, set_name, labels, videos, qc)
             except DatasetError as err:
                 qc.bad(video, err, path)

@@ -1,5 +1,7 @@
 """BioVid Heat Pain (Part A/B) as distributed: samples.csv, video/, biosignals_filtered/.
 
+The samples file is ``datasets.<name>.samples_file`` (relative to the root); without it,
+``samples.csv`` in the root or in ``starting_point/`` (as some copies of the corpus keep it).
 ``samples.csv`` is tab-separated with columns subject_id, subject_name, class_id, class_name,
 sample_id, sample_name. Videos are ``video/<subject_name>/<sample_name>.mp4``; biosignals are
 ``biosignals_<filtered|raw>/<subject_name>/<sample_name>_bio.csv`` (``datasets.<name>.biosignals``;
@@ -21,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline_steps.dataset_error import DatasetError
+from pipeline_steps.dataset_inputs import IndexInput
 from pipeline_steps.qc import QcLog
 
 CLASS_NAMES = ("BL1", "PA1", "PA2", "PA3", "PA4")
@@ -35,10 +39,37 @@ SAMPLES_COLUMNS = (
 BIOSIGNAL_FOLDER = "biosignals_filtered"
 EXPECTED_RATE_HZ = 512.0
 BIOSIGNAL_FOLDERS = {"filtered": "biosignals_filtered", "raw": "biosignals_raw"}
+SAMPLES_PLACES = ("samples.csv", "starting_point/samples.csv")
 
 
-class DatasetError(ValueError):
-    """The dataset on disk does not match the expected layout."""
+def samples_path(root: Path, samples_file: str | None = None) -> Path:
+    """The samples file: ``samples_file`` under ``root``, else the first of
+    :data:`SAMPLES_PLACES` that exists."""
+    root = Path(root)
+    if samples_file:
+        path = root / samples_file
+        if not path.is_file():
+            raise DatasetError(f"{path}: samples file not found (datasets.<name>.samples_file)")
+        return path
+    for place in SAMPLES_PLACES:
+        if (root / place).is_file():
+            return root / place
+    looked = " nor ".join(str(root / p) for p in SAMPLES_PLACES)
+    raise DatasetError(
+        f"{root}: no samples file: neither {looked} exists (is datasets.<name>.root right? "
+        "another place: datasets.<name>.samples_file)"
+    )
+
+
+def index_inputs(root: Path, ds: dict) -> list[IndexInput]:
+    """What a BioVid index is built from: the samples file, the videos, the biosignals."""
+    root = Path(root)
+    folder = BIOSIGNAL_FOLDERS.get(ds.get("biosignals", "filtered"), BIOSIGNAL_FOLDER)
+    return [
+        IndexInput(samples_path(root, ds.get("samples_file"))),
+        IndexInput(root / "video", (".mp4",)),
+        IndexInput(root / folder, (".csv",)),
+    ]
 
 
 def _safe_name(value: str, what: str, source: Path) -> str:
@@ -49,20 +80,23 @@ def _safe_name(value: str, what: str, source: Path) -> str:
 
 
 def read_samples(
-    root: Path, classes: list[str], *, biosignals: str = "filtered", qc: QcLog | None = None
+    root: Path,
+    classes: list[str],
+    *,
+    biosignals: str = "filtered",
+    qc: QcLog | None = None,
+    samples_file: str | None = None,
 ) -> pd.DataFrame:
-    """Read samples.csv, keep ``classes`` (label = position in ``classes``), add file paths.
+    """Read the samples file, keep ``classes`` (label = position in ``classes``), add paths.
 
     ``qc`` decides what a bad row does (default: raise); ``biosignals`` is ``filtered`` or
-    ``raw``.
+    ``raw``; ``samples_file`` see :func:`samples_path`. Columns beyond the six are ignored.
     """
     qc = qc or QcLog("index_dataset")
     if biosignals not in BIOSIGNAL_FOLDERS:
         raise DatasetError(f"biosignals must be one of {sorted(BIOSIGNAL_FOLDERS)}: {biosignals!r}")
     folder = BIOSIGNAL_FOLDERS[biosignals]
-    path = Path(root) / "samples.csv"
-    if not path.exists():
-        raise DatasetError(f"{path}: samples.csv not found (is datasets.<name>.root right?)")
+    path = samples_path(root, samples_file)
     try:
         table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:

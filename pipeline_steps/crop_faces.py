@@ -16,21 +16,29 @@ Aff-Wild2 windows (index with ``start_frame``/``n_frames``/``media`` columns, se
 :mod:`pipeline_steps.affwild2`): every frame of the window is kept (T = ``n_frames`` of the
 index, at the video's own rate: metadata ``fps`` is then the source rate); shards are dealt by
 media file (all windows of one video in one shard) and each video is decoded once, sequentially.
-``region`` left/right crops that half of the frame before detection (two-person videos).
+``region`` left/right crops that half of the frame before detection (two-person videos):
+frames are held whole and each window takes its own half, so the ``_left`` and ``_right``
+windows of one video (also those starting on the same frame) each get their own person.
 Frames from a ``cropped_aligned`` folder are read as jpgs (a missing number repeats the nearest
 earlier frame).
 
 Detection runs on every ``detect_every``-th frame of a clip; boxes in between are interpolated
 and smoothed (:mod:`pipeline_steps.face_detector`). Bad videos follow
 ``index_dataset.on_bad_sample`` (:mod:`pipeline_steps.qc`): an error naming the file, or the
-sample is left out of the shard and recorded; a clip without any detected face is kept
-(centre-crop fallback) and listed as a QC warning with its ``face_found_ratio``.
+sample is left out of the shard and recorded; a bad video in error mode ends the step with
+exit code 1 and one line (:func:`pipeline_steps.dataset_error.run_step`).
+
+Faces: a clip (Aff-Wild2: window) whose share of detector calls that found a face
+(``face_found_ratio``) is below ``crop_faces.min_face_ratio`` is skipped and recorded in
+``qc_report.json`` in either policy (its crops stay in the shard; every training and
+evaluation step leaves it out, :func:`pipeline_steps.fold_data.load_index`). With
+``min_face_ratio: 0`` a clip without any detected face is kept (centre-crop fallback) and
+listed as a QC warning.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,13 +51,14 @@ import pandas as pd
 
 from pipeline_steps.affwild2 import FRAME_TOLERANCE
 from pipeline_steps.config import ParamsError, dataset_params, load_params, step_parser
+from pipeline_steps.dataset_error import DatasetError, run_step
 from pipeline_steps.face_detector import ClipCrops, FaceDetector, crop_clip, detect_clip
 from pipeline_steps.layout import layout_for
 from pipeline_steps.qc import QcLog
 from pipeline_steps.shards import write_shard
 
 
-class VideoError(ValueError):
+class VideoError(DatasetError):
     """A video cannot be used: missing, unreadable, or too short for the sampling window."""
 
     def __init__(self, path: Path, problem: str) -> None:
@@ -69,6 +78,7 @@ class CropSettings:
     detect_every: int
     min_score: float
     model_path: str
+    min_face_ratio: float = 0.0
 
     @classmethod
     def from_params(cls, section: dict[str, Any]) -> CropSettings:
@@ -83,6 +93,17 @@ class CropSettings:
             detect_every=int(section["detect_every"]),
             min_score=float(section["min_score"]),
             model_path=str(section["model_path"]),
+            min_face_ratio=float(section.get("min_face_ratio", 0.0)),
+        )
+
+    def too_few_faces(self, ratio: float) -> bool:
+        """The clip's share of detector calls with a face is below ``min_face_ratio``."""
+        return ratio < self.min_face_ratio
+
+    def face_note(self, ratio: float) -> str:
+        return (
+            f"face found in {ratio:.0%} of sampled frames, below crop_faces.min_face_ratio "
+            f"{self.min_face_ratio:g}"
         )
 
     @property
@@ -383,10 +404,12 @@ def crop_windows(
         try:
             frames, fps = _media_frames(root / media, pending[0].media_kind, last)
             for i, frame in enumerate(frames):
-                buffer[i] = _region(frame, pending[0].region)
+                buffer[i] = frame  # whole: windows of both halves may need it
                 while pending and pending[0].start_frame + t - 1 == i:
                     row = pending.pop(0)
-                    clip = np.stack([buffer[j] for j in range(row.start_frame, i + 1)])
+                    clip = np.stack(
+                        [_region(buffer[j], row.region) for j in range(row.start_frame, i + 1)]
+                    )
                     boxes = detect_clip(detector, clip, settings.detect_every)
                     out = crop_clip(
                         clip,
@@ -436,10 +459,12 @@ def run(params: dict[str, Any], dataset: str, shard: int) -> Path:
         if detector is not None:
             detector.close()
     windows = "media" in rows.columns
+    source = dict(zip(rows["sample_id"], rows["media" if windows else "video"], strict=True))
     for sample_id, ratio in zip(result.sample_ids, result.face_found_ratio, strict=True):
-        if ratio == 0.0:
-            where = rows.loc[rows["sample_id"] == sample_id, "media" if windows else "video"]
-            qc.warn(sample_id, video_root / where.iloc[0], "no face found: centre crop used")
+        if settings.too_few_faces(float(ratio)):
+            qc.skip(sample_id, video_root / source[sample_id], settings.face_note(float(ratio)))
+        elif ratio == 0.0:
+            qc.warn(sample_id, video_root / source[sample_id], "no face found: centre crop used")
     out = layout.video_shard(shard)
     n_frames = int(result.frames.shape[1]) if windows else settings.n_frames
     write_shard(
@@ -485,4 +510,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_step("crop_faces", main)

@@ -162,4 +162,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from pipeline_steps.dataset_error import run_step
+
+    run_step("extract_physio", main)

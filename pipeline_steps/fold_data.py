@@ -15,15 +15,21 @@ import torch
 
 from pipeline_steps.folds import split_ids
 from pipeline_steps.layout import Layout
+from pipeline_steps.qc import skipped_ids
 from pipeline_steps.shards import ShardArray
 
 VIDEO = "video"
 
 
 def load_index(layout: Layout) -> pd.DataFrame:
+    """The index without the samples a feature step skipped (``qc_report.json``)."""
     if not layout.index.exists():
         raise FileNotFoundError(f"{layout.index}: index not found; run index_dataset first")
-    return pd.read_parquet(layout.index)
+    index = pd.read_parquet(layout.index)
+    skipped = index["sample_id"].isin(skipped_ids(layout))
+    if skipped.any():
+        print(f"[qc] {int(skipped.sum())} sample(s) skipped by a feature step left out (qc_report)")
+    return index[~skipped].reset_index(drop=True)
 
 
 def video_shard_paths(params: dict, layout: Layout) -> list[Path]:

@@ -10,7 +10,10 @@ the physio window. With ``on_bad_sample: skip`` bad samples are left out of the 
 listed in ``qc_report.json``; with ``error`` the first one stops the step.
 
 Aff-Wild2 (:mod:`pipeline_steps.affwild2`): one row per window of T frames, one fold
-(``split_0``).
+(``split_<k>``, k < n_folds: the validation people re-carved, the test set fixed).
+
+A data problem (``DatasetError``) ends the step with exit code 1 and one line naming the file
+and the problem (:func:`pipeline_steps.dataset_error.run_step`).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import pandas as pd
 
 from pipeline_steps.affwild2 import assign_split, read_windows
 from pipeline_steps.atomic import atomic_path
-from pipeline_steps.biovid import DatasetError, check_biosignals, read_samples
+from pipeline_steps.biovid import check_biosignals, read_samples
 from pipeline_steps.config import dataset_params, load_params, step_parser
+from pipeline_steps.dataset_error import DatasetError, run_step
 from pipeline_steps.folds import assign_folds
 from pipeline_steps.layout import layout_for
 from pipeline_steps.qc import QcLog
@@ -70,7 +74,9 @@ def physio_columns(params: dict, ds: dict) -> list[str]:
 def build_biovid(ds: dict, params: dict, qc: QcLog) -> pd.DataFrame:
     cfg = params["index_dataset"]
     root = Path(ds["root"])
-    samples = read_samples(root, ds["classes"], biosignals=ds["biosignals"], qc=qc)
+    samples = read_samples(
+        root, ds["classes"], biosignals=ds["biosignals"], qc=qc, samples_file=ds.get("samples_file")
+    )
     columns = physio_columns(params, ds)
     window = params["crop_faces"]["window_s"] if cfg["check_videos"] else None
     keep = []
@@ -123,4 +129,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_step("index_dataset", main)

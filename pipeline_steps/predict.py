@@ -13,12 +13,16 @@ Each video is cropped exactly as in training (``crop_faces`` params), then the s
   ending at the last frame); each window's prediction is given to its frames, a frame covered
   by two windows takes the later one. A video shorter than one window is an error.
 
-A video that cannot be read, or in which no face is found in any sampled frame, stops with an
-error naming the file.
+Faces: the rule of training applies (``crop_faces.min_face_ratio``): a clip (classification)
+or window (regression) whose share of sampled frames with a detected face is below it, or with
+no face at all, is not predicted: its row keeps ``face_found_ratio`` with empty predictions
+(NaN), and a line on stderr says which and why. When no clip of the input is left, or a video
+cannot be read, the command stops with an error naming the file.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +31,9 @@ import torch
 
 from pipeline_steps.affwild2 import video_frame_count, window_starts
 from pipeline_steps.atomic import atomic_path
-from pipeline_steps.biovid import DatasetError
 from pipeline_steps.config import dataset_params, load_params, step_parser
 from pipeline_steps.crop_faces import CropSettings, VideoError, crop_video, crop_windows
+from pipeline_steps.dataset_error import DatasetError
 from pipeline_steps.face_detector import FaceDetector
 from pipeline_steps.layout import layout_for
 from pipeline_steps.runtime import resolve_device
@@ -55,35 +59,53 @@ def list_videos(path: Path) -> list[Path]:
     raise PredictError(f"{path}: no such file or folder")
 
 
+def unpredictable(settings: CropSettings, ratio: float) -> str:
+    """Why a clip with this face-found ratio gets no prediction ("" if it gets one)."""
+    if ratio == 0.0:
+        return "no face found in any sampled frame"
+    return settings.face_note(ratio) if settings.too_few_faces(ratio) else ""
+
+
+def _say_skipped(path: Path, what: str, reason: str) -> None:
+    print(f"[predict] {path}: {what} not predicted: {reason}", file=sys.stderr, flush=True)
+
+
 def face_clip(
     path: Path, detector: FaceDetector, settings: CropSettings
 ) -> tuple[np.ndarray, float]:
-    """Face crops (T, S, S, 3) of one video; refuses a video with no detected face."""
+    """Face crops (T, S, S, 3) of one video and its face-found ratio."""
     try:
         clip, _ = crop_video(path, detector, settings)
     except Exception as err:
         raise PredictError(f"{path}: cannot read video ({err})") from err
-    if clip.face_found_ratio == 0.0:
-        raise PredictError(f"{path}: no face found in any sampled frame")
     return clip.crops, clip.face_found_ratio
 
 
 def predict_videos(
     videos: list[Path], model: torch.nn.Module, classes: list[str], params: dict
 ) -> pd.DataFrame:
-    """One row per video: predicted class, class probabilities and the face-found ratio."""
+    """One row per video: predicted class, class probabilities and the face-found ratio
+    (empty prediction for a video the face rule leaves out, see the module docstring)."""
     settings = CropSettings.from_params(params["crop_faces"])
     device = next(model.parameters()).device
-    rows = []
+    rows, reasons = [], []
     with FaceDetector(settings.model_path, settings.min_score) as detector:
         for path in videos:
             crops, ratio = face_clip(path, detector, settings)
-            with torch.no_grad():
-                pred, _ = model(torch.from_numpy(crops[None]).to(device))
-            probs = torch.softmax(pred, 1)[0].cpu().numpy()
-            row = {"video": str(path), "pred": classes[int(probs.argmax())]}
-            row |= {f"p_{c}": float(p) for c, p in zip(classes, probs, strict=True)}
+            row = {"video": str(path), "pred": ""} | {f"p_{c}": np.nan for c in classes}
+            reason = unpredictable(settings, ratio)
+            if reason:
+                _say_skipped(path, "video", reason)
+                reasons.append(f"{path}: {reason}")
+            else:
+                with torch.no_grad():
+                    pred, _ = model(torch.from_numpy(crops[None]).to(device))
+                probs = torch.softmax(pred, 1)[0].cpu().numpy()
+                row["pred"] = classes[int(probs.argmax())]
+                row |= {f"p_{c}": float(p) for c, p in zip(classes, probs, strict=True)}
             rows.append(row | {"face_found_ratio": ratio})
+    if len(reasons) == len(videos):
+        raise PredictError(f"no video left to predict: {reasons[0]}")
     return pd.DataFrame(rows)
 
 
@@ -122,15 +144,20 @@ def predict_frames(
                 crops = crop_windows(rows, path.parent, detector, settings)
             except VideoError as err:
                 raise PredictError(f"{path}: cannot read video ({err})") from err
-            if len(crops.sample_ids) != len(rows) or not crops.face_found_ratio.any():
-                raise PredictError(f"{path}: no face found in any frame")
-            with torch.no_grad():
-                pred = torch.cat(
-                    [
-                        model(torch.from_numpy(crops.frames[i : i + 1]).to(device))[0].cpu()
-                        for i in range(len(rows))
-                    ]
-                ).numpy()
+            if len(crops.sample_ids) != len(rows):
+                raise PredictError(f"{path}: cannot read every window")
+            reasons = [unpredictable(settings, float(r)) for r in crops.face_found_ratio]
+            if all(reasons):
+                raise PredictError(f"{path}: no window left to predict: {reasons[0]}")
+            pred = np.full((len(rows), 2), np.nan, dtype=np.float32)
+            for i, reason in enumerate(reasons):
+                if reason:
+                    first = int(rows["start_frame"].iloc[i]) + 1
+                    _say_skipped(path, f"frames {first}-{first + window_frames - 1}", reason)
+                    continue
+                with torch.no_grad():
+                    clip = torch.from_numpy(crops.frames[i : i + 1]).to(device)
+                    pred[i] = model(clip)[0].cpu().numpy()[0]
             n = int(rows["start_frame"].iloc[-1]) + window_frames
             per_frame = np.empty((n, 2), dtype=np.float32)
             ratio = np.empty(n, dtype=np.float32)

@@ -26,8 +26,16 @@ scattered step writes ``<step>-<part>.json``) and then rebuilds the merged view
      "warnings": [{"step": "crop_faces-0", "sample_id": "...", "file": "...", "reason": "..."}],
      "steps": {"index_dataset": {"n_skipped": 2, "n_warnings": 0}, ...}}
 
-Warnings are not skips: a video where no face was found is kept (centre-crop fallback, see
-:mod:`pipeline_steps.face_detector`) and listed with its ``face_found_ratio``.
+Warnings are not skips: the sample stays. A clip whose share of frames with a detected face
+is at least ``crop_faces.min_face_ratio`` but where some detector calls found none is kept
+(boxes interpolated, or the centre crop with ``min_face_ratio: 0``, see
+:mod:`pipeline_steps.face_detector`); below the threshold it is skipped (reason
+``face found in x% of sampled frames``) whatever the policy: a documented decision, not an
+error. A malformed or out-of-range Aff-Wild2 annotation line makes its frame unlabelled (like
+-5) and is a warning naming the file and line in skip mode; in error mode it stops the step.
+
+Samples skipped after indexing (by a feature step) are left out of every fold by
+:func:`pipeline_steps.fold_data.load_index`, which drops the ids :func:`skipped_ids` lists.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline_steps.atomic import write_json
+from pipeline_steps.dataset_error import DatasetError
 from pipeline_steps.layout import Layout
 
 POLICIES = ("error", "skip")
@@ -76,6 +85,7 @@ class QcLog:
     def bad(self, sample_id: str, err: Exception, file: str | Path | None = None) -> None:
         """Raise ``err`` (policy error) or record the sample as skipped (policy skip)."""
         if self.policy == "error":
+            err.per_sample = True  # the CLI line then names the key that skips instead
             raise err
         problem = getattr(err, "problem", None) or str(err)
         where = file if file is not None else getattr(err, "file", None) or getattr(err, "path", "")
@@ -83,10 +93,23 @@ class QcLog:
             where, problem = problem.split(": ", 1)
         elif problem.startswith(f"{where}: "):
             problem = problem[len(f"{where}: ") :]
+        self.skip(sample_id, where, problem)
+
+    def bad_line(self, sample_id: str, file: str | Path, line: int, problem: str) -> None:
+        """One unusable line of a labels file: raise (policy error) or warn that its frame is
+        left unlabelled (policy skip)."""
+        if self.policy == "error":
+            err = DatasetError(f"{file}: line {line}: {problem}")
+            err.per_sample = True
+            raise err
+        self.warn(sample_id, file, f"line {line}: {problem}; frame left unlabelled")
+
+    def skip(self, sample_id: str, file: str | Path, reason: str) -> None:
+        """Leave a sample out by a documented rule (not an error in either policy)."""
         self.skipped.append(
-            {"step": self.step, "sample_id": str(sample_id), "file": str(where), "reason": problem}
+            {"step": self.step, "sample_id": str(sample_id), "file": str(file), "reason": reason}
         )
-        print(f"[qc] {self.step}: skipped {sample_id}: {where}: {problem}", flush=True)
+        print(f"[qc] {self.step}: skipped {sample_id}: {file}: {reason}", flush=True)
 
     def warn(self, sample_id: str, file: str | Path, reason: str) -> None:
         self.warnings.append(
@@ -150,6 +173,11 @@ def read_report(layout: Layout) -> dict[str, Any]:
     if not layout.qc_report.exists():
         return {"dataset": layout.dataset, "skipped": [], "warnings": [], "steps": {}}
     return json.loads(layout.qc_report.read_text())
+
+
+def skipped_ids(layout: Layout) -> set[str]:
+    """Ids of every sample a step of the dataset skipped (per the merged report)."""
+    return {e["sample_id"] for e in read_report(layout)["skipped"]}
 
 
 def usable_ids(index_ids: list[str], shard_ids: dict[str, list[str]]) -> list[str]:

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from pipeline_steps import job_matrix
+from pipeline_steps import job_matrix, report_data
 from pipeline_steps.atomic import atomic_path, write_text
 from pipeline_steps.config import dataset_params, load_params, step_parser
 from pipeline_steps.folds import folds_share_test_set
@@ -454,8 +454,10 @@ def to_html(
     figures: dict,
     teachers: pd.DataFrame | None = None,
     shared_test: bool = False,
+    data_html: str = "",
 ) -> str:
-    """``figures``: section title -> (base64 PNG, caption) or (None, note when missing)."""
+    """``figures``: section title -> (base64 PNG, caption) or (None, note when missing);
+    ``data_html``: the data section (:mod:`pipeline_steps.report_data`), last."""
     parts = [
         f"<h1>MT-PKDOT results: {html.escape(dataset)}</h1>",
         "<h2>Method × dataset</h2>",
@@ -483,6 +485,7 @@ def to_html(
                 f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
                 f'<figcaption class="note">{html.escape(caption)}</figcaption></figure>'
             )
+    parts.append(data_html)
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>mtpkdot report: {html.escape(dataset)}</title><style>{CSS}</style></head>"
@@ -555,14 +558,26 @@ def main(argv: list[str] | None = None) -> None:
     per_fold = collect(layout, methods, n_folds, TASK_METRICS[task])
     table = build_table(per_fold, args.dataset, level)
     teachers = teacher_table(layout, n_folds)
-    shared_test = folds_share_test_set(pd.read_parquet(layout.index))
+    index = pd.read_parquet(layout.index)
+    shared_test = folds_share_test_set(index)
+    data = report_data.build(layout, index)
     markdown = to_markdown(table, level, per_fold, teachers, shared_test)
+    markdown += report_data.to_markdown(data)
     with atomic_path(layout.report_csv) as tmp:
         table.to_csv(tmp, index=False)
     write_text(layout.report_md, markdown)
     with atomic_path(layout.figures_dir, is_dir=True) as tmp_dir:
         figures = make_figures(layout, per_fold, methods, n_folds, tmp_dir)
-    page = to_html(args.dataset, table, per_fold, level, figures, teachers, shared_test)
+    page = to_html(
+        args.dataset,
+        table,
+        per_fold,
+        level,
+        figures,
+        teachers,
+        shared_test,
+        report_data.to_html(data),
+    )
     write_text(layout.report_html, page)
     _log_to_parent(params, args.dataset, layout, table)
     print(markdown)

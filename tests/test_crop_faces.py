@@ -217,11 +217,11 @@ def test_end_to_end(dataset: tuple[dict, Path], capsys: pytest.CaptureFixture) -
     assert shard.extra["face_found_ratio"].dtype == np.float32
     assert all(ratio[s] == 1.0 for s in ("s1_a", "s2_b", "s3_c"))
     assert ratio["s4_d"] == 0.0
-    report = read_report(layout)  # the face-less clip is kept, and listed as a warning
-    assert report["n_skipped"] == 0
-    (warning,) = report["warnings"]
-    assert warning["sample_id"] == "s4_d" and warning["file"].endswith("video/s4_d.mp4")
-    assert warning["reason"] == "no face found: centre crop used"
+    report = read_report(layout)  # the face-less clip is skipped (crop_faces.min_face_ratio)
+    assert report["n_warnings"] == 0
+    (skipped,) = report["skipped"]
+    assert skipped["sample_id"] == "s4_d" and skipped["file"].endswith("video/s4_d.mp4")
+    assert skipped["reason"].startswith("face found in 0% of sampled frames")
 
     # face crops are centred on a face of the expected size (side = face * (1 + 2 margin))
     with FaceDetector("auto") as det:

@@ -5,6 +5,7 @@ from pathlib import Path
 import yaml
 
 from pipeline_steps.config import validate_params
+from pipeline_steps.dataset_inputs import snakemake_inputs
 from pipeline_steps.job_matrix import folds
 from pipeline_steps.layout import Layout
 
@@ -60,11 +61,13 @@ def dataset_cfg(wildcards):
 
 
 def get_dataset_source(wildcards):
-    """Demo datasets come from make_demo_data; a user's dataset is read from its root."""
+    """Demo datasets come from make_demo_data; a user's dataset is read from the inputs its
+    layout declares (pipeline_steps/dataset_inputs.py: folders and the files in them, so a
+    changed, added or removed file re-triggers indexing)."""
     ds = dataset_cfg(wildcards)
     if ds["demo"]:
         return str(L.demo_manifest).format(dataset=wildcards.dataset)
-    return str(Path(ds["root"]) / "samples.csv")
+    return snakemake_inputs(ds)
 
 
 def get_modality_features(wildcards):

@@ -23,6 +23,9 @@ rule make_demo_data:
         " --dataset {wildcards.dataset} --manifest {output.manifest} > {log} 2>&1"
 
 
+# A user's dataset: its layout's inputs (pipeline_steps/dataset_inputs.py), files included, so a
+# changed annotation, video or biosignal file re-triggers indexing. A data error's one line (file,
+# problem) is also shown on the console.
 rule index_dataset:
     input:
         source=get_dataset_source,
@@ -45,4 +48,4 @@ rule index_dataset:
         params_file=PARAMS_FILE,
     shell:
         "MTPKDOT_RULE=index_dataset python -m pipeline_steps.index_dataset --params {params.params_file}"
-        " --dataset {wildcards.dataset} > {log} 2>&1"
+        " --dataset {wildcards.dataset} > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"
