@@ -52,7 +52,7 @@ class Cluster:
     def jobs(self, run_id: str) -> dict[str, dict[str, str]]:
         """SLURM job id -> state, partition, account, comment of one Snakemake run's jobs.
 
-        squeue lists finished jobs too for the cluster's MinJobAge (600 s).
+        squeue lists finished jobs too for the cluster's MinJobAge (an hour).
         """
         fields = ("state", "partition", "account", "comment")
         text = self.run(

@@ -83,7 +83,7 @@ munged --force --key-file="$dir/munge/munge.key" --socket="$dir/munge/munge.sock
 cat >"$dir/etc/slurm.conf" <<EOF
 # Written by tests/slurm/start_cluster.sh: a private one-node test cluster.
 ClusterName=mtpkdot-test
-SlurmctldHost=$node
+SlurmctldHost=$node(127.0.0.1)
 SlurmctldPort=$ctld_port
 SlurmdPort=$slurmd_port
 SlurmUser=root
@@ -98,14 +98,14 @@ SlurmdPidFile=$dir/run/slurmd.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd.log
 # No cgroups, no accounting daemon: jobs are plain processes; finished jobs are listed by
-# squeue for MinJobAge seconds and recorded one line each in the job completion log.
+# squeue for MinJobAge seconds (an hour) and recorded one line each in the job completion log.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$dir/log/jobcomp.log
-MinJobAge=600
+MinJobAge=3600
 MpiDefault=none
 ReturnToService=2
 SchedulerType=sched/backfill
