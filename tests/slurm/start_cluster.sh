@@ -9,11 +9,11 @@
 # It writes DIR/etc/slurm.conf (+ gres.conf) and starts munged (own key and socket),
 # slurmctld and slurmd as root, all with pid files under DIR/run, on ports that do not clash
 # with a system SLURM. The node has this machine's CPUs and most of its memory, partitions
-# `test-cpu` (default) and `test-gpu`, and two stand-in `gpu` gres (see gres.conf below), so GPU
-# requests (--gpus, --gres=gpu:1) are accepted without a GPU. Clients find the cluster with
-# `export SLURM_CONF=DIR/etc/slurm.conf PATH=DIR/bin:$PATH` (printed on the last line). It returns once `sinfo`
-# shows the node idle; on failure it prints why and exits non-zero (the daemons it started
-# are stopped again). Stop it with tests/slurm/stop_cluster.sh DIR.
+# `test-cpu` (default) and `test-gpu`, and two stand-in `gpu` gres (see gres.conf below), so
+# GPU requests (--gpus, --gres=gpu:1) are accepted without a GPU. Clients find the cluster
+# with `export SLURM_CONF=DIR/etc/slurm.conf PATH=DIR/bin:$PATH` (the last line printed).
+# It returns once `sinfo` shows the node idle; on failure it prints why and exits non-zero
+# (the daemons it started are stopped again). Stop it with tests/slurm/stop_cluster.sh DIR.
 set -euo pipefail
 
 install=0
@@ -139,6 +139,7 @@ export SLURM_CONF="$dir/etc/slurm.conf"
 slurmctld -c -f "$SLURM_CONF" # -c: no jobs or node states from an earlier start
 slurmd -f "$SLURM_CONF" -N "$node"
 
+state=""
 for ((i = 0; i < wait_s * 2; i++)); do
     state="$(sinfo -h -n "$node" -o %T 2>/dev/null | head -n 1 || true)"
     [[ "$state" == idle || "$state" == inval* || "$state" == drain* ]] && break
