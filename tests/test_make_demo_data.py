@@ -175,6 +175,37 @@ def test_label_scenario_is_the_previous_generator_byte_for_byte(tmp_path: Path) 
     assert sum(ours[k] != BIOVID_83C1DD9[k] for k in ours if k.endswith("_bio.csv")) >= 2
 
 
+def test_affwild2_latent_changes_only_the_annotations(tmp_path: Path) -> None:
+    """Face and voice follow the felt state in both scenarios; only the rating differs."""
+    from pipeline_steps.demo_affwild2 import generate_affwild2_demo
+
+    generate_affwild2_demo(tmp_path, {**LABEL_CONTROL, "scenario": "latent"})
+    ours = _data_digests(tmp_path)
+    assert ours.keys() == AFFWILD2_83C1DD9.keys()
+    for name, digest in AFFWILD2_83C1DD9.items():
+        assert (ours[name] == digest) == name.startswith("videos/"), name
+
+
+def test_affwild2_rating_is_the_felt_state_delayed_and_noisy() -> None:
+    from pipeline_steps import demo_affwild2 as aw
+
+    fps, n = 25.0, 1500
+    felt = aw._traces(np.random.default_rng(0), n, fps)
+    lags, residual_sd = [], []
+    for seed in range(6):
+        rating = aw.rated(felt, fps, np.random.default_rng(seed))
+        assert rating.shape == felt.shape and np.abs(rating).max() <= 1.0
+        corr = [np.corrcoef(rating[k:, 1], felt[: n - k, 1])[0, 1] for k in range(60)]
+        lag = int(np.argmax(corr))
+        lags.append(lag)
+        assert corr[lag] > 0.6 and corr[lag] > corr[0]
+        residual_sd.append((rating[lag:] - felt[: n - lag]).std(axis=0).mean())
+    lo, hi = (fps * s for s in aw.RATER_LAG_S)
+    assert all(lo - 3 <= k <= hi + 3 for k in lags)
+    assert len(set(lags)) > 1  # the lag differs between videos
+    assert 0.6 * aw.RATER_NOISE_SD < np.mean(residual_sd) < 1.4 * aw.RATER_NOISE_SD
+
+
 def test_unknown_scenario_is_refused(tmp_path: Path) -> None:
     with pytest.raises(demo.DemoDataError, match="scenario is 'both'"):
         demo.generate_biovid_demo(tmp_path / "x", {**TINY, "scenario": "both"})
