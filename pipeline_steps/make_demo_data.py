@@ -80,7 +80,7 @@ HEAD_MOTION = (1.0, 0.7)  # head motion amplitude: shift (px at 192 px frames), 
 SCENARIOS = ("latent", "label")
 RESPONDER_P = (0.15, 0.8)  # latent scenario: chance that a BL1 / PA4 clip holds a pain response
 INTENSITY = (1.0, 0.3, 0.3, 1.8)  # responders' intensity: normal mean, sd, clipped to [lo, hi]
-LATENT_FACE = (0.8, 0.1)  # latent scenario: grimace = gain * intensity + normal(0, sd), >= 0
+LATENT_FACE = (0.6, 0.1)  # latent scenario: grimace = gain * intensity + normal(0, sd), >= 0
 
 
 class DemoDataError(RuntimeError):

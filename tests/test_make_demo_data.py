@@ -281,7 +281,7 @@ def test_latent_physiology_and_face_follow_the_response_given_the_label() -> Non
     assert np.corrcoef(responders.intensity, responders.cue)[0, 1] > 0.4
     # subtle: a responder's grimace is weaker than the label scenario's grimace
     label = _response_table({**RESPONSE_CFG, "scenario": "label"})
-    assert responders.cue.mean() < 0.9 * label.cue[label.cue > 0.4].mean()
+    assert responders.cue.mean() < 0.8 * label.cue[label.cue > 0.4].mean()
 
 
 def test_label_scenario_physiology_is_independent_of_the_face_given_the_label() -> None:
