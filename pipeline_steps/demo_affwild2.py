@@ -10,12 +10,18 @@ the last training video shows two people side by side and is annotated as ``<nam
 and ``<name>_right`` (one audio track, driven by the left speaker). The last quarter of the
 videos (at least ``AFFWILD2_MIN_VALIDATION``) form Validation_Set.
 
-Labels: smooth valence/arousal traces in [-1, 1] per video (sums of slow sinusoids through
-tanh). They drive the voice-like audio strongly (pitch rises with arousal and valence,
-loudness and syllable rate with arousal, brightness with valence) and the face weakly
-(:func:`face_cue`): arousal the upper face (brows lower, eyes narrow), negative valence the
-lower face (upper lip, nasolabial folds), each in short pulses whose height follows the
-label, scaled by ``face_effect`` and a per-person expressivity. Each annotation file has a
+Every video has smooth valence/arousal traces in [-1, 1] (sums of slow sinusoids through
+tanh): what its person feels. They drive the voice-like audio strongly (pitch rises with
+arousal and valence, loudness and syllable rate with arousal, brightness with valence) and the
+face weakly (:func:`face_cue`): arousal the upper face (brows lower, eyes narrow), negative
+valence the lower face (upper lip, nasolabial folds), each in short pulses whose height follows
+the trace, scaled by ``face_effect`` and a per-person expressivity. The annotation depends on
+``scenario`` (exact model in docs/demo.md): ``label`` (the negative control, the generator of
+earlier versions byte for byte) writes the traces themselves; ``latent`` (default) writes what
+a rater reports: the traces delayed by a per-video lag (``RATER_LAG_S``), plus a per-video bias
+and slow rater noise (``RATER_BIAS_SD``, ``RATER_NOISE_SD``, ``RATER_SMOOTH_S``), clipped to
+[-1, 1], so voice and face follow the felt state and the label only approximates it.
+Each annotation file has a
 run of -5 (unannotated) frames, and one file has one label line more than the video has
 frames (the off-by-one that real files show).
 
@@ -26,6 +32,7 @@ writer, the marker/atomic folder logic) come from :mod:`pipeline_steps.make_demo
 from __future__ import annotations
 
 import hashlib
+import math
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -45,6 +52,10 @@ EXPRESSIVITY = (0.6, 1.0)  # range of the per-person gain of the facial cue
 PULSE_HZ = (0.8, 1.6)  # rate of the expression pulses
 HELD = 0.25  # share of the facial cue held between pulses
 LOWER_GAIN = 2.0  # the lower face's action units move fewer pixels: weighted up to match
+RATER_LAG_S = (0.4, 1.2)  # latent scenario: the rater's delay, uniform per video (seconds)
+RATER_BIAS_SD = 0.1  # latent scenario: per-video, per-dimension rater offset
+RATER_NOISE_SD = 0.15  # latent scenario: sd of the rater's slow noise, per dimension
+RATER_SMOOTH_S = 0.5  # latent scenario: the rater noise is white noise averaged over this window
 
 
 def _traces(rng: np.random.Generator, n: int, fps: float) -> np.ndarray:
@@ -145,6 +156,23 @@ def mux(video: Path, audio: np.ndarray, out: Path) -> None:
         raise demo.DemoDataError(f"{out}: ffmpeg could not mux the audio: {done.stderr[-500:]}")
 
 
+def rated(felt: np.ndarray, fps: float, rng: np.random.Generator) -> np.ndarray:
+    """What a rater reports for the felt (n, 2) traces: delayed by a lag uniform in
+    ``RATER_LAG_S`` (the first frames hold the first value), plus a per-dimension bias
+    normal(0, ``RATER_BIAS_SD``) and slow noise (white noise averaged over ``RATER_SMOOTH_S``,
+    rescaled to sd ``RATER_NOISE_SD``), clipped to [-1, 1]."""
+    n = len(felt)
+    lag = int(round(rng.uniform(*RATER_LAG_S) * fps))
+    delayed = felt[np.clip(np.arange(n) - lag, 0, n - 1)]
+    width = max(1, int(round(RATER_SMOOTH_S * fps)))
+    white = rng.normal(0.0, 1.0, (n + width - 1, 2))
+    kernel = np.full(width, 1.0 / width)
+    slow = np.column_stack([np.convolve(white[:, d], kernel, mode="valid") for d in range(2)])
+    slow *= RATER_NOISE_SD * math.sqrt(width)  # averaging w unit normals leaves sd 1/sqrt(w)
+    bias = rng.normal(0.0, RATER_BIAS_SD, 2)
+    return np.clip(delayed + bias + slow, -1.0, 1.0).astype(np.float32)
+
+
 def write_annotation(path: Path, labels: np.ndarray, rng: np.random.Generator, extra: int) -> None:
     lab = labels.copy()
     run = int(rng.integers(*UNANNOTATED_RUN))
@@ -185,14 +213,18 @@ def _write_affwild2(root: Path, cfg: dict[str, Any]) -> str:
         demo.write_video(silent, render(people, labels, cfg, key), fps)
         mux(silent, voice(labels[0], fps, rng), root / "videos" / f"{name}.mp4")
         names = [f"{name}_left", f"{name}_right"] if len(people) == 2 else [name]
+        if demo.scenario(cfg) == "latent":  # own stream: the label scenario's draws unchanged
+            rater = demo._rng(cfg["seed"], 22, i)
+            labels = [rated(felt, fps, rater) for felt in labels]
         for video, lab in zip(names, labels, strict=True):
             write_annotation(ann / set_name / f"{video}.txt", lab, rng, extra=int(i == 0))
             count += 1
         i += len(people)
         key += 1
     return (
-        f"{len(subjects)} people in {key} videos of {n} frames ({cfg['frame_size']} px at "
-        f"{fps} fps), {count} annotation files, {n_val} videos in Validation_Set"
+        f"scenario {demo.scenario(cfg)}, {len(subjects)} people in {key} videos of {n} frames "
+        f"({cfg['frame_size']} px at {fps} fps), {count} annotation files, "
+        f"{n_val} videos in Validation_Set"
     )
 
 

@@ -8,14 +8,24 @@ BioVid Part A layout (``generate_biovid_demo``)::
                                                   time (us), gsr, ecg, emg_trapezius,
                                                   emg_corrugator, emg_zygomaticus
 
-Only BL1 (class 0) and PA4 (class 4) samples are written. The label drives the physiology
-strongly (EDA level and SCRs, heart rate, trapezius EMG; scaled by ``physio_effect``) and the
-face weakly: a visible grimace (brow lowering, eye narrowing, furrow, nasolabial folds) that
-ramps in during the clip, but only in most pain samples and a few baseline samples, with a
-random per-sample strength (scaled by ``face_effect``), so a face-only model can learn it but
-stays clearly below the physiology. Subjects differ in face, background and physiological
-baselines. Every sample draws from its own seed (``seed``, sample index), so the output is
-byte-identical for the same ``make_demo_data`` section.
+Only BL1 (class 0) and PA4 (class 4) samples are written. ``scenario`` chooses what drives the
+physiology and the face (the exact model is in docs/demo.md):
+
+- ``latent`` (default): each clip has a latent pain response, a responder flag drawn with a
+  probability that depends on the label (``RESPONDER_P``) and an intensity. The physiology
+  (EDA level and SCRs, heart rate, trapezius EMG; scaled by ``physio_effect``) follows the
+  intensity, not the label; the face shows a subtle grimace whose strength follows the
+  intensity too, with per-clip noise (``LATENT_FACE``) and per-person expressivity (scaled by
+  ``face_effect``). The label is a noisy proxy of what the clip's person felt.
+- ``label`` (the negative control, the generator of earlier versions byte for byte): the label
+  drives the physiology; the face grimaces with a label-dependent probability (``GRIMACE_P``)
+  drawn independently of the physiology, so given the label the physiology says nothing about
+  the face.
+
+Either way a face-only model can learn the cue but stays below the physiology. Subjects
+differ in face, background and physiological baselines. Every sample draws from its own seeds
+(``seed``, stream, sample index), so the output is byte-identical for the same
+``make_demo_data`` section.
 
 Frame count: ``floor(duration_s * fps + 0.5)``, i.e. 5.5 s at 25 fps -> 138 frames (137.5 rounded
 half up: the clip covers the whole 5.5 s); biosignal rows: ``floor(duration_s * sampling_rate_hz +
@@ -67,6 +77,10 @@ FOLD_ROWS, FOLD_SPREAD = (0.55, 0.76), (0.10, 0.19)  # fold rows, distance from 
 RAMP_S = (0.4, 0.7)  # the grimace ramps in between these shares of the clip
 GRIMACE_P = (0.1, 0.8)  # chance that a baseline / pain sample shows the grimace
 HEAD_MOTION = (1.0, 0.7)  # head motion amplitude: shift (px at 192 px frames), rotation (deg)
+SCENARIOS = ("latent", "label")
+RESPONDER_P = (0.15, 0.8)  # latent scenario: chance that a BL1 / PA4 clip holds a pain response
+INTENSITY = (1.0, 0.3, 0.3, 1.8)  # responders' intensity: normal mean, sd, clipped to [lo, hi]
+LATENT_FACE = (0.6, 0.1)  # latent scenario: grimace = gain * intensity + normal(0, sd), >= 0
 
 
 class DemoDataError(RuntimeError):
@@ -106,6 +120,45 @@ class Sample:
     @property
     def pain(self) -> float:
         return 1.0 if self.class_name == "PA4" else 0.0
+
+
+@dataclass(frozen=True)
+class Response:
+    """A clip's latent pain response (``scenario: latent``), drawn from its own stream."""
+
+    responder: bool
+    intensity: float  # 0 for non-responders, else normal(INTENSITY) clipped
+    face: float  # grimace draw before expressivity and face_effect
+
+
+def scenario(cfg: dict[str, Any]) -> str:
+    """The ``make_demo_data.scenario`` (``latent`` when the section predates the key)."""
+    name = cfg.get("scenario", "latent")
+    if name not in SCENARIOS:
+        raise DemoDataError(f"make_demo_data.scenario is '{name}': one of {', '.join(SCENARIOS)}")
+    return name
+
+
+def latent_response(sample: Sample, cfg: dict[str, Any]) -> Response:
+    """The clip's latent response: responder with probability ``RESPONDER_P[label]``, an
+    intensity (responders only) and the subtle grimace it shows (noisy, follows intensity).
+
+    All three draws are made for every clip (stream 4, sample index), so each is stable."""
+    rng = _rng(cfg["seed"], 4, sample.sample_id)
+    responder = bool(rng.random() < RESPONDER_P[int(sample.pain)])
+    mean, sd, lo, hi = INTENSITY
+    intensity = float(np.clip(rng.normal(mean, sd), lo, hi)) if responder else 0.0
+    gain, noise = LATENT_FACE
+    face = max(0.0, gain * intensity + float(rng.normal(0.0, noise)))
+    return Response(responder, intensity, face)
+
+
+def physio_drive(sample: Sample, cfg: dict[str, Any]) -> float:
+    """What the physiology responds to, times ``physio_effect``: the label (``label``
+    scenario: 0 or 1) or the latent intensity (``latent``)."""
+    if scenario(cfg) == "label":
+        return cfg["physio_effect"] * sample.pain
+    return cfg["physio_effect"] * latent_response(sample, cfg).intensity
 
 
 def n_frames(cfg: dict[str, Any]) -> int:
@@ -197,8 +250,8 @@ def _fit(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def simulate_eda(sample: Sample, cfg: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
-    """Skin conductance (uS): tonic level plus SCRs; pain raises both."""
-    n, effect = n_rows(cfg), cfg["physio_effect"] * sample.pain
+    """Skin conductance (uS): tonic level plus SCRs; the pain response raises both."""
+    n, effect = n_rows(cfg), physio_drive(sample, cfg)
     n_scr = int(min(3, rng.poisson(0.3 + 1.5 * effect)))
     phasic = nk.eda_simulate(
         duration=cfg["duration_s"],
@@ -217,8 +270,8 @@ def simulate_eda(sample: Sample, cfg: dict[str, Any], rng: np.random.Generator) 
 
 
 def simulate_ecg(sample: Sample, cfg: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
-    """ECG (mV) at the subject's heart rate, +15 bpm in pain."""
-    rate = sample.subject.heart_rate + 15.0 * cfg["physio_effect"] * sample.pain
+    """ECG (mV) at the subject's heart rate, +15 bpm at a full pain response."""
+    rate = sample.subject.heart_rate + 15.0 * physio_drive(sample, cfg)
     rate += rng.normal(0.0, 2.5)
     ecg = nk.ecg_simulate(
         duration=cfg["duration_s"],
@@ -234,8 +287,8 @@ def simulate_ecg(sample: Sample, cfg: dict[str, Any], rng: np.random.Generator) 
 
 
 def simulate_emg(sample: Sample, cfg: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
-    """Trapezius EMG (mV): more, larger bursts and higher tone in pain."""
-    effect = cfg["physio_effect"] * sample.pain
+    """Trapezius EMG (mV): more, larger bursts and higher tone with the pain response."""
+    effect = physio_drive(sample, cfg)
     n_bursts = int(min(3, rng.poisson(0.25 + 2.0 * effect)))
     burst_s = min(float(rng.uniform(0.4, 0.8)), cfg["duration_s"] / (n_bursts + 1))
     emg = nk.emg_simulate(
@@ -366,14 +419,19 @@ def _ramp(t: np.ndarray, duration_s: float) -> np.ndarray:
 
 
 def cue_strength(sample: Sample, cfg: dict[str, Any], rng: np.random.Generator) -> float:
-    """Peak strength of the facial cue: label-driven but imperfect, subject-dependent.
+    """Peak strength of the facial cue, times the subject's expressiveness and ``face_effect``.
 
-    A sample grimaces with probability ``GRIMACE_P[pain]`` (strength about 1, sd 0.25), else its
-    face stays near neutral (about 0, sd 0.1); so some pain samples show nothing and some
-    baseline samples grimace, and the face alone cannot reach the physiology's accuracy.
+    ``label`` scenario: a sample grimaces with probability ``GRIMACE_P[pain]`` (strength about
+    1, sd 0.25; drawn from ``rng``, the clip's video stream), else its face stays near neutral
+    (about 0, sd 0.1); some pain samples show nothing and some baseline samples grimace,
+    independently of their physiology. ``latent`` scenario: the latent response's subtle
+    grimace (:func:`latent_response`; ``rng`` is not used).
     """
-    grimaces = rng.random() < GRIMACE_P[int(sample.pain)]
-    draw = max(0.0, float(rng.normal(1.0, 0.25) if grimaces else rng.normal(0.0, 0.1)))
+    if scenario(cfg) == "latent":
+        draw = latent_response(sample, cfg).face
+    else:
+        grimaces = rng.random() < GRIMACE_P[int(sample.pain)]
+        draw = max(0.0, float(rng.normal(1.0, 0.25) if grimaces else rng.normal(0.0, 0.1)))
     return cfg["face_effect"] * sample.subject.expressiveness * draw
 
 
@@ -472,9 +530,9 @@ def _write_biovid(root: Path, cfg: dict[str, Any]) -> str:
     for sample in samples:  # serial: worker processes did not pay off on 2 cores
         write_biovid_sample(root, sample, cfg)
     return (
-        f"{cfg['n_subjects']} subjects, {len(samples)} samples, {n_frames(cfg)} frames of "
-        f"{cfg['frame_size']} px at {cfg['fps']} fps, {n_rows(cfg)} biosignal rows at "
-        f"{cfg['sampling_rate_hz']} Hz"
+        f"scenario {scenario(cfg)}, {cfg['n_subjects']} subjects, {len(samples)} samples, "
+        f"{n_frames(cfg)} frames of {cfg['frame_size']} px at {cfg['fps']} fps, "
+        f"{n_rows(cfg)} biosignal rows at {cfg['sampling_rate_hz']} Hz"
     )
 
 
@@ -511,6 +569,7 @@ def _generate(
     """Shared marker / refusal / atomic-write logic of every layout (``writer`` fills the
     folder and says what it wrote)."""
     root, started = Path(root), time.perf_counter()
+    scenario(cfg)  # an unknown scenario is refused before anything is written
     marker = _marker(layout, cfg)
     if _read_marker(root) == marker:
         print(f"make_demo_data: {root} is up to date ({layout}, seed {cfg['seed']})")

@@ -24,6 +24,7 @@ TINY = {
     "sampling_rate_hz": 512,
     "face_effect": 1.0,
     "physio_effect": 1.0,
+    "scenario": "label",
 }
 BIO_HEADER = ["time", "gsr", "ecg", "emg_trapezius", "emg_corrugator", "emg_zygomaticus"]
 
@@ -112,6 +113,104 @@ def test_same_seed_same_bytes_other_seed_differs(tiny: Path, tmp_path: Path) -> 
     assert not set(ours.values()) & set(theirs.values())
 
 
+# sha256 (first 16 hex digits) of every file the generator of commit 83c1dd9 (before the
+# latent scenario) wrote for these settings, marker excluded; the label scenario must keep them.
+LABEL_CONTROL = {
+    "seed": 3,
+    "n_subjects": 2,
+    "samples_per_class": 1,
+    "duration_s": 1.0,
+    "fps": 25,
+    "frame_size": 64,
+    "sampling_rate_hz": 512,
+    "face_effect": 1.0,
+    "physio_effect": 1.0,
+    "affwild2_people": 5,
+    "affwild2_seconds": 2.0,
+    "scenario": "label",
+}
+BIOVID_83C1DD9 = {
+    "biosignals_filtered/082309_w_64/082309_w_64-BL1-001_bio.csv": "5be22d6552b953db",
+    "biosignals_filtered/082309_w_64/082309_w_64-PA4-002_bio.csv": "2a3ae90e1ba6ac99",
+    "biosignals_filtered/122009_m_53/122009_m_53-BL1-002_bio.csv": "9cbff5768cb6e704",
+    "biosignals_filtered/122009_m_53/122009_m_53-PA4-001_bio.csv": "72ff68f760b76e2d",
+    "samples.csv": "d80c265ffe77b8a3",
+    "video/082309_w_64/082309_w_64-BL1-001.mp4": "fc9e36eabe77948d",
+    "video/082309_w_64/082309_w_64-PA4-002.mp4": "25abb3ce3d7829f2",
+    "video/122009_m_53/122009_m_53-BL1-002.mp4": "f99dae6e15282f0c",
+    "video/122009_m_53/122009_m_53-PA4-001.mp4": "c9f3316281d72079",
+}
+AFFWILD2_83C1DD9 = {
+    "annotations/VA_Estimation_Challenge/Train_Set/100-30-64x64.txt": "d0cbe0081359f36b",
+    "annotations/VA_Estimation_Challenge/Train_Set/101-30-64x64_left.txt": "22f2f6f2fdb9d6e8",
+    "annotations/VA_Estimation_Challenge/Train_Set/101-30-64x64_right.txt": "b51eaaee89568fb7",
+    "annotations/VA_Estimation_Challenge/Validation_Set/103-30-64x64.txt": "7c35f282a7a29a9b",
+    "annotations/VA_Estimation_Challenge/Validation_Set/104-30-64x64.txt": "a63385443ee33e77",
+    "videos/100-30-64x64.mp4": "f6b769e2deeee08c",
+    "videos/101-30-64x64.mp4": "46b7beabb9f54590",
+    "videos/103-30-64x64.mp4": "d08450a46959136f",
+    "videos/104-30-64x64.mp4": "992ae43612b63a96",
+}
+
+
+def _data_digests(root: Path) -> dict[str, str]:
+    """Short digests of the data files (the marker names the generator's source: left out)."""
+    return {k: v[:16] for k, v in _digests(root).items() if k != demo.MARKER}
+
+
+def test_label_scenario_is_the_previous_generator_byte_for_byte(tmp_path: Path) -> None:
+    from pipeline_steps.demo_affwild2 import generate_affwild2_demo
+
+    demo.generate_biovid_demo(tmp_path / "biovid", dict(LABEL_CONTROL))
+    assert _data_digests(tmp_path / "biovid") == BIOVID_83C1DD9
+    generate_affwild2_demo(tmp_path / "affwild2", dict(LABEL_CONTROL))
+    assert _data_digests(tmp_path / "affwild2") == AFFWILD2_83C1DD9
+    latent = tmp_path / "latent"
+    demo.generate_biovid_demo(latent, {**LABEL_CONTROL, "scenario": "latent"})
+    ours = _data_digests(latent)
+    assert ours["samples.csv"] == BIOVID_83C1DD9["samples.csv"]  # same subjects and samples
+    videos = [k for k in ours if k.endswith(".mp4")]
+    assert all(ours[k] != BIOVID_83C1DD9[k] for k in videos)  # the face follows the latent
+    # a BL1 clip without a response keeps its physiology; the others change
+    assert sum(ours[k] != BIOVID_83C1DD9[k] for k in ours if k.endswith("_bio.csv")) >= 2
+
+
+def test_affwild2_latent_changes_only_the_annotations(tmp_path: Path) -> None:
+    """Face and voice follow the felt state in both scenarios; only the rating differs."""
+    from pipeline_steps.demo_affwild2 import generate_affwild2_demo
+
+    generate_affwild2_demo(tmp_path, {**LABEL_CONTROL, "scenario": "latent"})
+    ours = _data_digests(tmp_path)
+    assert ours.keys() == AFFWILD2_83C1DD9.keys()
+    for name, digest in AFFWILD2_83C1DD9.items():
+        assert (ours[name] == digest) == name.startswith("videos/"), name
+
+
+def test_affwild2_rating_is_the_felt_state_delayed_and_noisy() -> None:
+    from pipeline_steps import demo_affwild2 as aw
+
+    fps, n = 25.0, 1500
+    felt = aw._traces(np.random.default_rng(0), n, fps)
+    lags, residual_sd = [], []
+    for seed in range(6):
+        rating = aw.rated(felt, fps, np.random.default_rng(seed))
+        assert rating.shape == felt.shape and np.abs(rating).max() <= 1.0
+        corr = [np.corrcoef(rating[k:, 1], felt[: n - k, 1])[0, 1] for k in range(60)]
+        lag = int(np.argmax(corr))
+        lags.append(lag)
+        assert corr[lag] > 0.6 and corr[lag] > corr[0]
+        residual_sd.append((rating[lag:] - felt[: n - lag]).std(axis=0).mean())
+    lo, hi = (fps * s for s in aw.RATER_LAG_S)
+    assert all(lo - 3 <= k <= hi + 3 for k in lags)
+    assert len(set(lags)) > 1  # the lag differs between videos
+    assert 0.6 * aw.RATER_NOISE_SD < np.mean(residual_sd) < 1.4 * aw.RATER_NOISE_SD
+
+
+def test_unknown_scenario_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(demo.DemoDataError, match="scenario is 'both'"):
+        demo.generate_biovid_demo(tmp_path / "x", {**TINY, "scenario": "both"})
+
+
 def _biosignal_table(cfg: dict) -> pd.DataFrame:
     """Per-sample physiology summaries, simulated directly (no video)."""
     rows = []
@@ -132,6 +231,67 @@ def _biosignal_table(cfg: dict) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _response_table(cfg: dict) -> pd.DataFrame:
+    """Per sample: label, latent response, EDA mean (centred per subject), facial cue."""
+    rows = []
+    for sample in demo.plan_samples(demo.make_subjects(cfg), cfg):
+        response = demo.latent_response(sample, cfg)
+        eda = demo.simulate_eda(sample, cfg, demo._rng(cfg["seed"], 2, sample.sample_id))
+        cue = demo.cue_strength(sample, cfg, demo._rng(cfg["seed"], 3, sample.sample_id))
+        rows.append(
+            {
+                "subject": sample.subject.index,
+                "pain": sample.pain,
+                "responder": response.responder,
+                "intensity": response.intensity,
+                "eda": eda.mean(),
+                "cue": cue,
+            }
+        )
+    table = pd.DataFrame(rows)
+    table["eda"] -= table.groupby("subject").eda.transform("mean")
+    return table
+
+
+RESPONSE_CFG = {**TINY, "n_subjects": 8, "samples_per_class": 10, "seed": 11}
+
+
+def test_latent_label_only_partly_predicts_the_response() -> None:
+    table = _response_table({**RESPONSE_CFG, "scenario": "latent"})
+    share = table.groupby("pain").responder.mean()
+    assert 0.05 < share[0.0] < 0.3 and 0.65 < share[1.0] < 0.95
+    responders = table[table.responder]
+    assert (table.intensity[~table.responder] == 0).all()
+    assert responders.intensity.between(demo.INTENSITY[2], demo.INTENSITY[3]).all()
+    assert responders.intensity.std() > 0.15
+
+
+def test_latent_physiology_and_face_follow_the_response_given_the_label() -> None:
+    table = _response_table({**RESPONSE_CFG, "scenario": "latent"})
+    for pain in (0.0, 1.0):
+        same = table[table.pain == pain]
+        by = same.groupby("responder")[["eda", "cue"]].mean()
+        assert by.eda[True] - by.eda[False] > 1.0  # responders' EDA is higher, same label
+        assert by.cue[True] > 0.3 > 0.1 > by.cue[False]  # and their face shows a grimace
+        assert np.corrcoef(same.eda, same.cue)[0, 1] > 0.5
+    responders = table[table.responder]
+    assert np.corrcoef(responders.intensity, responders.eda)[0, 1] > 0.4
+    assert np.corrcoef(responders.intensity, responders.cue)[0, 1] > 0.4
+    # subtle: a responder's grimace is weaker than the label scenario's grimace
+    label = _response_table({**RESPONSE_CFG, "scenario": "label"})
+    assert responders.cue.mean() < 0.8 * label.cue[label.cue > 0.4].mean()
+
+
+def test_label_scenario_physiology_is_independent_of_the_face_given_the_label() -> None:
+    table = _response_table({**RESPONSE_CFG, "scenario": "label"})
+    for pain in (0.0, 1.0):
+        same = table[table.pain == pain]
+        assert abs(np.corrcoef(same.eda, same.cue)[0, 1]) < 0.25
+        assert abs(np.corrcoef(same.eda, same.intensity)[0, 1]) < 0.25  # the latent is unused
+    means = table.groupby("pain").eda.mean()
+    assert means[1.0] - means[0.0] > 1.0  # the label drives the physiology
 
 
 def _threshold_accuracy(values: pd.Series, pain: pd.Series) -> float:
