@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 
 from pipeline_steps.folds import split_ids
 from pipeline_steps.layout import Layout
 from pipeline_steps.shards import ShardArray
+
+if TYPE_CHECKING:  # pandas (and the pyarrow it loads) is imported where an index is read
+    import pandas as pd
 
 VIDEO = "video"
 
@@ -23,6 +26,8 @@ VIDEO = "video"
 def load_index(layout: Layout) -> pd.DataFrame:
     if not layout.index.exists():
         raise FileNotFoundError(f"{layout.index}: index not found; run index_dataset first")
+    import pandas as pd
+
     return pd.read_parquet(layout.index)
 
 

@@ -16,10 +16,13 @@ RUNS = {
     + ["--repeats", "3", "--budget", "1"],
     "bench_student_step": ["--batch", "8", "--dim", "16", "--topk", "3", "--repeats", "2"]
     + ["--frames", "4", "--size", "32", "--width", "4", "--frame-repeats", "1"],
+    "bench_startup": ["--steps", "evaluate", "--repeats", "1"],
 }
 EXPECTED = {
     "bench_sinkhorn": ["geomloss tensorized", "POT solve_sample", "goals:"],
     "bench_student_step": ["features:", "frames:", "ratio", "selection", "centroid"],
+    # a step's start-up must not pull in torch's compiler stack (torch._dynamo, sympy)
+    "bench_startup": ["import torch", "evaluate", "no compiler stack", "mlflow logging"],
 }
 
 
