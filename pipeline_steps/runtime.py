@@ -50,6 +50,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def bench_devices(name: str) -> list[torch.device]:
+    """Devices a benchmark runs on: ``all`` is the CPU plus CUDA when present, else one device."""
+    if name == "all":
+        return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    return [resolve_device(name)]
+
+
 def set_threads(n: int | None = None) -> None:
     """Use the threads the scheduler gave this job (Snakemake sets OMP_NUM_THREADS)."""
     n = n or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)

@@ -39,3 +39,19 @@ def test_benchmark_script_runs(script: str) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     for text in EXPECTED[script]:
         assert text in done.stdout, done.stdout
+
+
+def test_gpu_check_cpu_smoke() -> None:
+    """gpu_check.sh's CPU-safe parts: CUDA tests collected (and skipped without a GPU), the
+    benchmarks at tiny sizes on the CPU, the one-fold DAG planned with a dry run."""
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", "--cpu-smoke"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for text in ("mode cpu", "test_cuda.py", "train_student", "DAG planned", "goals:", "ratio"):
+        assert text in done.stdout, done.stdout[-3000:]
