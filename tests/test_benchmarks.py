@@ -55,3 +55,22 @@ def test_gpu_check_cpu_smoke() -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for text in ("mode cpu", "test_cuda.py", "train_student", "DAG planned", "goals:", "ratio"):
         assert text in done.stdout, done.stdout[-3000:]
+
+
+def test_bench_pipeline_sums_jobs_per_rule(tmp_path) -> None:
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    try:
+        import bench_pipeline
+    finally:
+        sys.path.pop(0)
+    head = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    jobs = {"a/evaluate-0-x": (4.0, 2.0), "b/evaluate-1-x": (6.0, 3.0), "crop_faces-0": (10.0, 9.0)}
+    for name, (wall, cpu) in jobs.items():
+        path = tmp_path / f"{name}.benchmark.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(head + f"{wall}\t0:00:0{wall:.0f}\t1\t1\t1\t1\t0\t0\t50\t{cpu}\n")
+    rows = {r["rule"]: r for r in bench_pipeline.main([str(tmp_path), "--startup", "1.5"])}
+    assert rows["evaluate"]["jobs"] == 2 and rows["evaluate"]["wall_s"] == 10.0
+    assert rows["evaluate"]["median_s"] == 5.0 and rows["evaluate"]["cpu_s"] == 5.0
+    assert rows["evaluate"]["share"] == 0.5 and rows["evaluate"]["startup_share"] == 3.0 / 5.0
+    assert rows["crop_faces"]["startup_share"] == 1.5 / 9.0
