@@ -40,6 +40,7 @@ from geomloss import SamplesLoss
 
 from models.sinkhorn import sinkhorn_divergence
 from models.structural_kd import cosine_similarity_matrix, shift_nonnegative, topk_anchor_indices
+from pipeline_steps.runtime import bench_devices
 
 BLUR = 0.1
 EPS = BLUR**2
@@ -233,12 +234,13 @@ def main() -> None:
         help="wall: elapsed time; cpu: this process's CPU time (steadier on a busy shared "
         "machine; with one thread it is the work done). CUDA is always timed on the wall clock",
     )
+    parser.add_argument(
+        "--device", default="all", help="all (CPU, and CUDA when present), cpu, cuda or auto"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    devices = [torch.device("cpu")]
-    if torch.cuda.is_available():
-        devices.append(torch.device("cuda"))
+    devices = bench_devices(args.device)
     print(
         f"torch {torch.__version__}, POT {ot.__version__}, geomloss "
         f"{__import__('geomloss').__version__}"

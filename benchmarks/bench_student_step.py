@@ -29,6 +29,7 @@ from models.freeze import freeze
 from models.losses import LOSS_TERMS, LossInputs, weighted_objective
 from models.student import Student
 from models.teacher_pool import PoolOutput, select_teacher
+from pipeline_steps.runtime import bench_devices
 
 WEIGHTS = {
     "visual_only": {"task": 1.0},
@@ -137,8 +138,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=112, help="crop size (frames input)")
     parser.add_argument("--width", type=int, default=16, help="video encoder width")
     parser.add_argument("--frame-repeats", type=int, default=5, help="repeats, frames input")
+    parser.add_argument(
+        "--device", default="all", help="all (CPU, and CUDA when present), cpu, cuda or auto"
+    )
     args = parser.parse_args()
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    devices = bench_devices(args.device)
     print(
         f"batch {args.batch}, dim {args.dim}, top-k {args.topk}, clips {args.frames}x"
         f"{args.size}px (encoder width {args.width}), torch {torch.__version__}, "

@@ -6,8 +6,9 @@ student needs face frames only. Writes the metrics JSON and a per-sample predict
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 import torch
 
 from pipeline_steps.atomic import atomic_path, write_json
@@ -20,11 +21,16 @@ from pipeline_steps.tracking import stage_run
 from pipeline_steps.train_student import METHODS
 from pipeline_steps.trainer import eval_batches
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 STAGE = "evaluate"
 
 
 def prediction_table(task: Task, ids: list[str], pred: torch.Tensor, y: Targets) -> pd.DataFrame:
     """Per-sample predictions: class probabilities, or the window's valence and arousal."""
+    import pandas as pd
+
     table = pd.DataFrame({"sample_id": ids})
     if task.is_classification:
         probs = torch.softmax(pred, 1).numpy()

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 
 from pipeline_steps.folds import split_ids
 from pipeline_steps.layout import Layout
 from pipeline_steps.qc import skipped_ids
 from pipeline_steps.shards import ShardArray
+
+if TYPE_CHECKING:  # pandas (and the pyarrow it loads) is imported where an index is read
+    import pandas as pd
 
 VIDEO = "video"
 
@@ -25,6 +28,8 @@ def load_index(layout: Layout) -> pd.DataFrame:
     """The index without the samples a feature step skipped (``qc_report.json``)."""
     if not layout.index.exists():
         raise FileNotFoundError(f"{layout.index}: index not found; run index_dataset first")
+    import pandas as pd
+
     index = pd.read_parquet(layout.index)
     skipped = index["sample_id"].isin(skipped_ids(layout))
     if skipped.any():

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SPLITS = ("train", "val", "test")
 
@@ -15,6 +19,8 @@ def _deal_subjects(index: pd.DataFrame, subjects: list[str], n_folds: int, seed:
     fewest subjects so far, choosing among those the fold whose class distribution gets
     closest to the overall one (a greedy stratified group k-fold). Reproducible from ``seed``.
     """
+    import pandas as pd
+
     stratify = "label" in index.columns
     counts = (
         pd.crosstab(index["subject"], index["label"]).reindex(subjects).to_numpy(dtype=float)

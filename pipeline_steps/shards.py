@@ -40,13 +40,14 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline_steps.atomic import atomic_path
+
+if TYPE_CHECKING:  # pyarrow is imported by the functions that read or write (0.15 CPU s)
+    import pyarrow.parquet as pq
 
 SCHEMA_VERSION = 1
 _PREFIX = "mtpkdot."
@@ -83,6 +84,9 @@ def write_shard(
     extra: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Write ``array`` (N, *shape) with one row per sample id to ``path`` atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     array = np.ascontiguousarray(array)
     if array.shape[0] != len(sample_ids):
         raise ShardError(f"{path}: {array.shape[0]} arrays for {len(sample_ids)} sample ids")
@@ -113,6 +117,8 @@ def write_shard(
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check a shard's metadata without loading its rows."""
+    import pyarrow.parquet as pq
+
     path = Path(path)
     if not path.exists():
         raise ShardError(f"{path}: shard not found")
@@ -133,6 +139,8 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 def _load(path: str | os.PathLike) -> Shard:
     """Load one whole shard (memory-mapped Arrow, converted to numpy)."""
+    import pyarrow.parquet as pq
+
     meta = read_metadata(path)
     table = pq.read_table(path, memory_map=True)
     ids = table.column("sample_id").to_pylist()
@@ -214,6 +222,8 @@ class ShardArray:
         self.column = self.metadata["array_column"]
         self.dtype = np.dtype(self.metadata["dtype"])
         self.row_shape = tuple(int(d) for d in self.metadata["shape"])
+        import pyarrow.parquet as pq
+
         file_of, row_of, ids, extras = [], [], [], []
         for f, path in enumerate(self.paths):
             names = [n for n in pq.read_schema(path).names if n != self.column]
@@ -340,6 +350,8 @@ class ShardArray:
 
     def _file(self, f: int) -> tuple[pq.ParquetFile, np.ndarray]:
         if f not in self._files:
+            import pyarrow.parquet as pq
+
             parquet = pq.ParquetFile(self.paths[f], memory_map=True)
             meta = parquet.metadata
             sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import torch
 
 from pipeline_steps.config import dataset_params, load_params, step_parser
@@ -15,6 +15,9 @@ from pipeline_steps.job_matrix import n_folds
 from pipeline_steps.layout import Layout, layout_for
 from pipeline_steps.runtime import resolve_device, seed_everything, set_threads
 from pipeline_steps.tasks import Task
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass

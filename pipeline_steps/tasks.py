@@ -12,15 +12,18 @@ window (CCC over all frames); model selection on validation mean CCC.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from models.losses import ccc, task_loss
 from pipeline_steps.metrics import classification_metrics
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 UNANNOTATED = -5.0
 DIMENSIONS = ("valence", "arousal")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import random
@@ -18,16 +19,16 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pipeline_steps.atomic import write_json
+from pipeline_steps.layout import Layout
+
+if TYPE_CHECKING:  # mlflow costs about 1 s of imports: only a process that logs pays it
+    from mlflow.tracking import MlflowClient
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-
-from pipeline_steps.atomic import write_json  # noqa: E402
-from pipeline_steps.layout import Layout  # noqa: E402
 
 T = TypeVar("T")
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -65,7 +66,9 @@ def _is_lock_error(err: BaseException) -> bool:
     return any(marker in text for marker in LOCK_MARKERS)
 
 
+@functools.cache
 def git_commit() -> str:
+    """HEAD's commit (once per process), or ``unknown`` outside a git checkout."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
@@ -105,6 +108,8 @@ def client() -> MlflowClient:
     uri = resolved_tracking_uri()
     if uri in _CLIENTS:
         return _CLIENTS[uri]
+    from mlflow.tracking import MlflowClient
+
     db = _sqlite_path(uri)
     if db is None:
         mc = MlflowClient(uri)
@@ -193,17 +198,23 @@ class StageRun:
         self.run_id = run_id
 
     def log_params(self, values: dict[str, Any], prefix: str = "") -> None:
+        from mlflow.entities import Param
+
         flat = _flatten(values, prefix)
         items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
         for i in range(0, len(items), 100):
             retry(lambda chunk=items[i : i + 100]: self.client.log_batch(self.run_id, params=chunk))
 
     def log_metrics(self, values: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step or 0) for k, v in values.items()]
         retry(lambda: self.client.log_batch(self.run_id, metrics=metrics))
 
     def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
         items = [RunTag(k, str(v)) for k, v in tags.items()]
         retry(lambda: self.client.log_batch(self.run_id, tags=items))
 

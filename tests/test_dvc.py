@@ -25,7 +25,7 @@ import yaml
 
 from pipeline_steps import job_matrix
 from pipeline_steps.config import REPO_ROOT, load_params
-from tests.conftest import tiny_params
+from tests.conftest import PRESTART, Build, started, tiny_params
 
 ENV = {
     **os.environ,
@@ -71,9 +71,8 @@ def project_params() -> dict:
     return params
 
 
-@pytest.fixture(scope="module")
-def dvc_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A git + DVC copy of the project on the tiny demo, built by `dvc repro`, committed."""
+def start_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
+    """A git + DVC copy of the project on the tiny demo, `dvc repro` started on it."""
     root = tmp_path_factory.mktemp("dvc_project")
     ENV["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     for name in COPIED:
@@ -87,7 +86,20 @@ def dvc_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     job_matrix.write(load_params(root / "params.yaml"), root)  # the project's folds and jobs
     sh(root, "git", "init", "-q")
     sh(root, "dvc", "init", "-q")
-    sh(root, "dvc", "repro")
+    return Build.start(root, ["dvc", "repro"], dict(ENV), cwd=root)
+
+
+PRESTART["dvc_project"] = start_build  # conftest starts it with the session's first test
+
+
+@pytest.fixture(scope="module")
+def dvc_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project built by `dvc repro` (see start_build), committed."""
+    build = started("dvc_project", tmp_path_factory)
+    out = build.wait(1800)
+    assert out.returncode == 0, f"dvc repro\n{out.stdout[-8000:]}"
+    root = build.workdir
+    ENV["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-q", "-m", "tiny demo, dvc repro")
     return root

@@ -515,6 +515,7 @@ def test_invalid_arguments() -> None:
         sinkhorn_divergence(x.half(), y.half())
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu() -> None:
     x, y = _clouds(32, 20, d=8)
