@@ -70,7 +70,7 @@ def test_read_samples_refuses_bad_rows(tmp_path: Path, row: tuple, message: str)
 
 
 def test_read_samples_errors_name_the_file(tmp_path: Path):
-    with pytest.raises(DatasetError, match="no samples file: neither .*samples.csv nor .*starting_point"):
+    with pytest.raises(DatasetError, match="no samples file: neither .*starting_point"):
         read_samples(tmp_path, ["BL1", "PA4"])
     write_samples(tmp_path, [(0, "s1", 2, "PA2", 0, "s1-PA2-001")])
     with pytest.raises(DatasetError, match="no sample of classes"):
