@@ -557,6 +557,9 @@ def main(argv: list[str] | None = None) -> None:
     teachers = teacher_table(layout, n_folds)
     shared_test = folds_share_test_set(pd.read_parquet(layout.index))
     markdown = to_markdown(table, level, per_fold, teachers, shared_test)
+    from pipeline_steps.teacher_shares import teacher_share_markdown
+
+    markdown += teacher_share_markdown(layout, methods, n_folds)
     with atomic_path(layout.report_csv) as tmp:
         table.to_csv(tmp, index=False)
     write_text(layout.report_md, markdown)
