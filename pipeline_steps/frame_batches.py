@@ -50,6 +50,7 @@ class FrameBatches:
             collate_fn=_stack,
             persistent_workers=False,
             prefetch_factor=2 if workers else None,
+            generator=torch.Generator().manual_seed(0),  # leaves the global RNG untouched
         )
 
     def __call__(self, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
