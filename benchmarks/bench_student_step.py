@@ -3,11 +3,11 @@
 Both steps run on the same batch and the same cached teacher-pool outputs, in one process; the
 script prints median times and their ratio (goal: <= 1.15). Two student inputs:
 
-- ``features``: cached frozen video-encoder features (what ``train_student`` does: the step is
-  the small student MLP, so the distillation terms are most of it);
-- ``frames``: face clips through the frozen video encoder each step (a student whose frozen
-  backbone is not cached, as in the reference code), so the ratio shows the distillation
-  overhead against a realistic step.
+- ``features``: cached frozen video-encoder features (``train_student.student: frozen``: the
+  step is the small student MLP, so the distillation terms are most of it);
+- ``frames``: a fine-tuning step (``train_student.student: finetune``, the default): face clips
+  through the video encoder (built by ``models.encoders.build_encoder``) and the head, forward
+  and backward, both updated; the ratio is the distillation overhead on the step that runs.
 
 It then times each part that mtpkdot adds (teacher selection, structural OT, centroid), so
 the extra cost can be set against the step it is added to. On a machine with CUDA it repeats
@@ -24,8 +24,7 @@ import time
 
 import torch
 
-from models.encoders import VideoEncoder, video_input
-from models.freeze import freeze
+from models.encoders import build_encoder, video_input
 from models.losses import LOSS_TERMS, LossInputs, weighted_objective
 from models.student import Student
 from models.teacher_pool import PoolOutput, select_teacher
@@ -55,14 +54,16 @@ def make_step(method: str, device: torch.device, args: argparse.Namespace, input
     g = torch.Generator().manual_seed(0)
     batch, dim = args.batch, args.dim
     y, pool = labelled_pool(g, batch, dim, device)
+    torch.manual_seed(0)  # the same initial weights for both methods
+    params = []
     if inputs == "frames":
         shape = (batch, args.frames, args.size, args.size, 3)
         clips = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8).to(device)
-        backbone = freeze(VideoEncoder(dim, args.width).to(device))
+        encoder = build_encoder("video", dim, args.width, 3).to(device)
+        params += list(encoder.parameters())
 
         def features() -> torch.Tensor:
-            with torch.no_grad():
-                return backbone(video_input(clips, "delta"))
+            return encoder(video_input(clips, "delta"))
     else:
         cached = torch.randn(batch, dim, generator=g).to(device)
 
@@ -70,7 +71,7 @@ def make_step(method: str, device: torch.device, args: argparse.Namespace, input
             return cached
 
     model = Student(dim, dim, dim, 2).to(device)
-    optim = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optim = torch.optim.Adam([*params, *model.parameters()], lr=1e-3)
 
     def step() -> None:
         pred, z_s = model(features())

@@ -19,7 +19,7 @@ from pipeline_steps.student_model import load_visual_student
 from pipeline_steps.tasks import DIMENSIONS, Targets, Task
 from pipeline_steps.tracking import stage_run
 from pipeline_steps.train_student import METHODS
-from pipeline_steps.trainer import eval_batches
+from pipeline_steps.trainer import eval_batches, load_checkpoint
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     task = ctx.task
     y_test = task.targets(ctx.index, test_ids)
     model = load_visual_student(ctx.layout, ctx.fold, args.method).to(ctx.device)
+    shares = load_checkpoint(ctx.layout.student(ctx.fold, args.method)).get("teacher_shares", {})
     batch_size = ctx.params[STAGE]["batch_size"]
     with torch.no_grad():
         pred = torch.cat(
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
         run.log_metrics({f"test_{k}": v for k, v in metrics.items() if isinstance(v, float)})
         with atomic_path(out.with_suffix(".predictions.csv")) as tmp:
             preds.to_csv(tmp, index=False)
-        write_json(out, {"method": args.method, "fold": ctx.fold, **metrics})
+        # teacher_share_<name>: share of training batches each pool teacher taught
+        write_json(out, {"method": args.method, "fold": ctx.fold, **metrics, **shares})
         run.log_artifact(out)
         run.log_artifact(out.with_suffix(".predictions.csv"))
     scores = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}

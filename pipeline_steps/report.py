@@ -563,6 +563,9 @@ def main(argv: list[str] | None = None) -> None:
     data = report_data.build(layout, index)
     markdown = to_markdown(table, level, per_fold, teachers, shared_test)
     markdown += report_data.to_markdown(data)
+    from pipeline_steps.teacher_shares import teacher_share_markdown
+
+    markdown += teacher_share_markdown(layout, methods, n_folds)
     with atomic_path(layout.report_csv) as tmp:
         table.to_csv(tmp, index=False)
     write_text(layout.report_md, markdown)

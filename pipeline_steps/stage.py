@@ -93,10 +93,13 @@ def fit_stage(  # noqa: ANN201
     optimizer: torch.optim.Optimizer,
     inputs: list[Path],
     extra: dict | None = None,
+    selection=None,  # noqa: ANN001
+    fetch=None,  # noqa: ANN001
 ):
     """``trainer.fit`` with the stage's batch size, epochs, patience, seeded data order, the
-    task's validation metric for model selection, and per-epoch resume state keyed by the
-    stage, its params and its ``inputs`` (``extra``: the stage's own state to keep too)."""
+    task's validation metric for model selection (or ``selection``, a ``SelectionRule``), and
+    per-epoch resume state keyed by the stage, its params and its ``inputs`` (``extra``: the
+    stage's own state to keep too; ``fetch``: see ``trainer.fit``)."""
     from pipeline_steps.resume import Resume, resume_key
     from pipeline_steps.trainer import fit
 
@@ -116,10 +119,11 @@ def fit_stage(  # noqa: ANN201
         generator=ctx.generator,
         train_step=train_step,
         validate=validate,
-        score_key=ctx.task.score_key,
+        score_key=selection if selection is not None else ctx.task.score_key,
         run=run,
         resume=resume,
         amp_device=ctx.device.type if ctx.params["run"]["amp"] else None,
+        fetch=fetch,
     )
 
 

@@ -3,6 +3,7 @@ embeddings of every sample of the fold (the input of the fusion teacher and the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,15 @@ from models.encoders import (
 )
 from models.freeze import freeze
 from pipeline_steps.fold_data import VIDEO, Normaliser, modality_array, video_shard_paths
-from pipeline_steps.stage import fit_stage, fold_parser, record_result, stage_context
+from pipeline_steps.stage import (
+    StageContext,
+    fit_stage,
+    fold_parser,
+    record_result,
+    stage_context,
+)
 from pipeline_steps.tracking import stage_run
-from pipeline_steps.trainer import eval_batches, optimiser_step, save_checkpoint
+from pipeline_steps.trainer import FitResult, eval_batches, optimiser_step, save_checkpoint
 
 STAGE = "train_modality_teacher"
 
@@ -119,26 +126,47 @@ def predict(model, to_input, array: np.ndarray, batch_size: int, device) -> tupl
     return torch.cat(preds), torch.cat(embs)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = fold_parser(__doc__)
-    parser.add_argument("--modality", required=True)
-    args = parser.parse_args(argv)
-    ctx = stage_context(args, salt=f"{STAGE}-{args.modality}")
-    if args.modality not in ctx.modalities:
-        raise SystemExit(f"modality {args.modality!r} not in datasets.{ctx.dataset}.modalities")
+@dataclass
+class FittedTeacher:
+    """A trained modality teacher with what turns stored arrays into its inputs."""
+
+    model: ModalityTeacher
+    to_input: ModalityInput
+    in_channels: int
+    normaliser: Normaliser | None
+    result: FitResult
+    arch: dict
+    pretrained: dict | None
+
+    def embed(self, params: dict, layout, modality: str, ids: list[str], batch_size: int):  # noqa: ANN001, ANN201
+        """(N, D) embeddings of ``ids`` on CPU, in order."""
+        array = modality_array(params, layout, modality, ids)
+        return predict(self.model.cpu(), self.to_input, array, batch_size, "cpu")[1]
+
+
+def fit_modality_teacher(
+    ctx: StageContext,
+    modality: str,
+    train_ids: list[str],
+    val_ids: list[str],
+    run=None,  # noqa: ANN001
+    name: str | None = None,
+    stage: str = STAGE,
+) -> FittedTeacher:
+    """Train ``modality``'s teacher on ``train_ids``, selecting on ``val_ids`` (params
+    ``train_modality_teacher``); ``name``/``stage`` key its resume state."""
     cfg = ctx.params[STAGE]
-    splits = ctx.splits()
-    x_train = modality_array(ctx.params, ctx.layout, args.modality, splits.train)
-    x_val = modality_array(ctx.params, ctx.layout, args.modality, splits.val)
+    x_train = modality_array(ctx.params, ctx.layout, modality, train_ids)
+    x_val = modality_array(ctx.params, ctx.layout, modality, val_ids)
     task = ctx.task
-    y_train, y_val = task.targets(ctx.index, splits.train), task.targets(ctx.index, splits.val)
-    normaliser = None if args.modality == VIDEO else Normaliser.fit(x_train)
+    y_train, y_val = task.targets(ctx.index, train_ids), task.targets(ctx.index, val_ids)
+    normaliser = None if modality == VIDEO else Normaliser.fit(x_train)
     video_mode = ctx.ds["video_input"]
-    to_input = ModalityInput(args.modality, normaliser, video_mode)
-    in_channels = {VIDEO: video_channels(video_mode), AUDIO: 1}.get(args.modality, x_train.shape[1])
-    arch = architecture(cfg, args.modality)
-    model = build_teacher(args.modality, in_channels, arch, ctx.n_outputs, video_mode)
-    pretrained = load_teacher_weights(model, cfg, args.modality)
+    to_input = ModalityInput(modality, normaliser, video_mode)
+    in_channels = {VIDEO: video_channels(video_mode), AUDIO: 1}.get(modality, x_train.shape[1])
+    arch = architecture(cfg, modality)
+    model = build_teacher(modality, in_channels, arch, ctx.n_outputs, video_mode)
+    pretrained = load_teacher_weights(model, cfg, modality)
     model = model.to(ctx.device)
     optim = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
 
@@ -151,50 +179,61 @@ def main(argv: list[str] | None = None) -> None:
         pred, _ = predict(model, to_input, x_val, cfg["batch_size"], ctx.device)
         return task.validation_row(pred, y_val)
 
+    result = fit_stage(
+        ctx,
+        cfg,
+        model,
+        len(train_ids),
+        train_step,
+        validate,
+        run,
+        stage=stage,
+        name=name or modality,
+        optimizer=optim,
+        inputs=feature_paths(ctx.params, ctx.layout, modality)
+        + ([Path(pretrained["path"])] if pretrained else []),
+    )
+    freeze(model)
+    return FittedTeacher(model, to_input, in_channels, normaliser, result, arch, pretrained)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = fold_parser(__doc__)
+    parser.add_argument("--modality", required=True)
+    args = parser.parse_args(argv)
+    ctx = stage_context(args, salt=f"{STAGE}-{args.modality}")
+    if args.modality not in ctx.modalities:
+        raise SystemExit(f"modality {args.modality!r} not in datasets.{ctx.dataset}.modalities")
+    cfg = ctx.params[STAGE]
+    splits = ctx.splits()
     with stage_run(
         ctx.params, ctx.dataset, ctx.layout, STAGE, modality=args.modality, fold=ctx.fold
     ) as run:
         run.log_params(cfg)
+        fitted = fit_modality_teacher(ctx, args.modality, splits.train, splits.val, run)
+        result, normaliser = fitted.result, fitted.normaliser
         run.log_params(
-            {"architecture": arch, "pretrained_sha256": (pretrained or {}).get("sha256")}
+            {
+                "architecture": fitted.arch,
+                "pretrained_sha256": (fitted.pretrained or {}).get("sha256"),
+            }
         )
-        result = fit_stage(
-            ctx,
-            cfg,
-            model,
-            len(splits.train),
-            train_step,
-            validate,
-            run,
-            stage=STAGE,
-            name=args.modality,
-            optimizer=optim,
-            inputs=feature_paths(ctx.params, ctx.layout, args.modality)
-            + ([Path(pretrained["path"])] if pretrained else []),
-        )
-        freeze(model)
         save_checkpoint(
             ctx.layout.teacher(ctx.fold, args.modality),
             {
-                "state_dict": model.cpu().state_dict(),
+                "state_dict": fitted.model.cpu().state_dict(),
                 "modality": args.modality,
-                "in_channels": in_channels,
-                "video_input": video_mode if args.modality == VIDEO else None,
-                **arch,
-                "pretrained": pretrained,
+                "in_channels": fitted.in_channels,
+                "video_input": ctx.ds["video_input"] if args.modality == VIDEO else None,
+                **fitted.arch,
+                "pretrained": fitted.pretrained,
                 "n_outputs": ctx.n_outputs,
                 "normaliser": normaliser.state() if normaliser else None,
                 "best_epoch": result.best_epoch,
             },
         )
         ids = ctx.index["sample_id"].tolist()
-        _, emb = predict(
-            model,
-            to_input,
-            modality_array(ctx.params, ctx.layout, args.modality, ids),
-            cfg["batch_size"],
-            "cpu",
-        )
+        emb = fitted.embed(ctx.params, ctx.layout, args.modality, ids, cfg["batch_size"])
         save_checkpoint(
             ctx.layout.embeddings(ctx.fold, args.modality),
             {

@@ -4,9 +4,10 @@ selection with early stopping, per-epoch metrics to MLflow, atomic checkpoints."
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,8 +18,9 @@ from pipeline_steps.progress import progress
 from pipeline_steps.resume import Resume
 from pipeline_steps.tracking import StageRun
 
-StepFn = Callable[[torch.Tensor], dict[str, float]]
+StepFn = Callable[..., dict[str, float]]
 ValFn = Callable[[], dict[str, float]]
+FetchFn = Callable[[list[torch.Tensor]], Iterable[tuple[torch.Tensor, Any]]]
 
 
 def train_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -36,6 +38,27 @@ def eval_batches(n: int, batch_size: int) -> Iterator[slice]:
     """Consecutive slices covering all ``n`` samples (no drop_last)."""
     for start in range(0, n, batch_size):
         yield slice(start, min(start + batch_size, n))
+
+
+@dataclass(frozen=True)
+class SelectionRule:
+    """Which epoch ``fit`` keeps: the best ``key`` of the validation row (``maximize`` or not),
+    averaged over the last ``smooth`` epochs (a trailing mean, steadier on a small validation
+    split), among epochs >= ``min_epochs`` (1-based; earlier ones are never kept). Ties go to
+    the lower ``val_loss``. Early stopping counts only eligible epochs."""
+
+    key: str
+    maximize: bool = True
+    min_epochs: int = 1
+    smooth: int = 1
+
+    def score(self, history: list[dict[str, float]]) -> tuple[float, float] | None:
+        """Sort key of the last epoch of ``history`` (higher is better), None if ineligible."""
+        if len(history) < self.min_epochs:
+            return None
+        window = [row[self.key] for row in history[-max(1, self.smooth) :]]
+        value = sum(window) / len(window)
+        return (value if self.maximize else -value, -history[-1].get("val_loss", 0.0))
 
 
 @dataclass
@@ -56,16 +79,21 @@ def fit(
     generator: torch.Generator,
     train_step: StepFn,
     validate: ValFn,
-    score_key: str,
+    score_key: str | SelectionRule,
     run: StageRun | None = None,
     resume: Resume | None = None,
     amp_device: str | None = None,
+    fetch: FetchFn | None = None,
 ) -> FitResult:
     """Train for up to ``epochs``; keep the state with the best validation ``score_key``
-    (higher is better; ties go to the lower ``val_loss``). With ``resume``, the loop state is
+    (higher is better; ties go to the lower ``val_loss``), or as a :class:`SelectionRule` says.
+    ``fetch``: given the epoch's index batches, yields ``(idx, data)`` per batch (e.g. from a
+    ``DataLoader`` with workers) and ``train_step(idx, data)`` is called; without it
+    ``train_step(idx)``. With ``resume``, the loop state is
     saved after every epoch and a matching saved state is continued (pipeline_steps.resume).
     ``amp_device`` ("cuda" or "cpu"): training forward passes under bfloat16 autocast (the
     losses still run in float32, see models.losses.weighted_objective); validation in float32."""
+    rule = score_key if isinstance(score_key, SelectionRule) else SelectionRule(score_key)
     best: tuple[float, float] | None = None
     result = FitResult({}, -1, {})
     stale, start = 0, 0
@@ -85,9 +113,11 @@ def fit(
         model.train()
         sums: dict[str, float] = {}
         count = 0
-        for idx in train_batches(n_train, batch_size, generator):
+        batches = list(train_batches(n_train, batch_size, generator))
+        fetched = fetch(batches) if fetch is not None else ((idx, None) for idx in batches)
+        for idx, data in fetched:
             with torch.autocast(amp_device or "cpu", torch.bfloat16, enabled=bool(amp_device)):
-                logs = train_step(idx)
+                logs = train_step(idx) if fetch is None else train_step(idx, data)
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v * len(idx)
             count += len(idx)
@@ -98,8 +128,10 @@ def fit(
         result.history.append(row)
         if run is not None:
             run.log_metrics(row, step=epoch)
-        key = (val[score_key], -val.get("val_loss", 0.0))
-        if best is None or key > best:
+        key = rule.score(result.history)
+        if key is None:
+            pass
+        elif best is None or key > best:
             best, stale = key, 0
             result.best_state = copy.deepcopy(model.state_dict())
             result.best_epoch, result.best_val = epoch, dict(val)
@@ -119,6 +151,9 @@ def fit(
             )
         if stale >= patience:
             break
+    if best is None and result.history:  # fewer epochs than min_epochs: keep the last one
+        result.best_state = copy.deepcopy(model.state_dict())
+        result.best_epoch, result.best_val = len(result.history) - 1, dict(result.history[-1])
     model.load_state_dict(result.best_state)
     model.eval()
     if resume is not None:

@@ -52,8 +52,15 @@ TINY = {
     "crop_faces": {"n_shards": 2, "n_frames": 4, "size": 48},
     "train_modality_teacher": {"epochs": 3, "batch_size": 8, "embed_dim": 16, "width": 4},
     "train_fusion_teacher": {"epochs": 4, "batch_size": 8},
-    "align_teacher_pool": {"epochs": 4, "batch_size": 8, "adapter_hidden": 8},
-    "train_student": {"epochs": 4, "batch_size": 8, "hidden": 16, "topk": 4},
+    "align_teacher_pool": {"epochs": 4, "batch_size": 8, "adapter_hidden": 8, "cross_fit": 2},
+    "train_student": {
+        "epochs": 4,
+        "batch_size": 8,
+        "hidden": 16,
+        "topk": 4,
+        "min_epochs": 2,
+        "smooth_epochs": 2,
+    },
 }
 
 

@@ -84,3 +84,27 @@ def test_predict_refuses_a_video_shorter_than_a_window(affwild2_run: Path, tmp_p
     assert done.returncode != 0
     assert "fewer than one window" in done.stderr and str(short) in done.stderr
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_regression_student_finetunes_on_cross_fitted_teachers(affwild2_run: Path) -> None:
+    """The same student code path as BioVid: encoder fine-tuned, cross-fitted pool outputs,
+    the alignment keeps a trained epoch, teacher shares recorded (1 - CCC selection)."""
+    import torch
+
+    from pipeline_steps.layout import Layout
+    from pipeline_steps.student_model import load_video_teacher, load_visual_student
+
+    layout = Layout(str(affwild2_run / "results"), "affwild2")
+    teacher = load_video_teacher(layout, 0)[0].encoder.state_dict()
+    student = load_visual_student(layout, 0, "mtpkdot").encoder.state_dict()
+    assert any(not torch.equal(teacher[k], student[k]) for k in teacher)
+    cache = torch.load(layout.pool_outputs(0), weights_only=True)
+    index = pd.read_parquet(layout.index).set_index("sample_id")
+    for sample, part in zip(cache["sample_ids"], cache["part"], strict=True):
+        if index.loc[sample, "split_0"] == "train":
+            assert sample not in cache["part_train_ids"][part]
+    pool = json.loads(layout.metrics(0, "align_teacher_pool", "pool").read_text())
+    assert pool["best_epoch"] > 0
+    result = json.loads(layout.evaluation(0, "mtpkdot").read_text())
+    shares = [v for k, v in result.items() if k.startswith("teacher_share_")]
+    assert sum(shares) == pytest.approx(1.0)

@@ -50,3 +50,12 @@ def test_unknown_key_and_bad_type_are_refused():
 def test_missing_file_is_a_clear_error(tmp_path: Path):
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_cross_fit_of_one_part_is_refused():
+    params = repo_params()
+    params["align_teacher_pool"]["cross_fit"] = 1
+    with pytest.raises(ParamsError, match="align_teacher_pool.cross_fit"):
+        validate_params(params)
+    params["align_teacher_pool"]["cross_fit"] = 0
+    assert validate_params(params)["train_student"]["student"] == "finetune"

@@ -111,3 +111,24 @@ def test_normaliser_in_chunks_equals_numpy(tmp_path: Path, shape: tuple[int, ...
         np.testing.assert_allclose(norm.std, want_std, rtol=1e-5)
     with pytest.raises(ValueError, match="no training samples"):
         Normaliser.fit(np.zeros((0, 3, 4), np.float32))
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_frame_batches_follow_the_trainers_order(
+    features: tuple[Layout, np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch, threads: str
+):
+    """The fine-tuning student's clips: the given batches in order, from 0 or 2 workers."""
+    from pipeline_steps.frame_batches import FrameBatches, loader_workers
+
+    layout, frames, _ = features
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    assert loader_workers() == int(threads) - 1
+    ids = ["s07", "s02", "s05", "s00", "s09"]
+    clips = FrameBatches([layout.video_shard(0), layout.video_shard(1)], ids, torch.device("cpu"))
+    batches = [torch.tensor([3, 0]), torch.tensor([4, 1, 2])]
+    rows = [int(s[1:]) for s in ids]
+    for (idx, got), want in zip(clips(batches), batches, strict=True):
+        assert torch.equal(idx, want)
+        np.testing.assert_array_equal(got.numpy(), frames[[rows[i] for i in want]])
+    ordered = torch.cat(list(clips.in_order(2))).numpy()
+    np.testing.assert_array_equal(ordered, frames[rows])

@@ -1,5 +1,6 @@
 # Shared helpers: validated config, paths (pipeline_steps.layout), input functions.
 import functools
+from argparse import Namespace
 from pathlib import Path
 
 import yaml
@@ -94,6 +95,29 @@ def get_fold_embeddings(wildcards):
             dataset=wildcards.dataset, fold=wildcards.fold
         )
         for m in dataset_cfg(wildcards)["modalities"]
+    ]
+
+
+def get_cross_fit_features(wildcards):
+    """Every modality's feature shards when align_teacher_pool cross-fits (it retrains every
+    teacher of the fold), else none."""
+    if not config["align_teacher_pool"]["cross_fit"]:
+        return []
+    paths = []
+    for m in dataset_cfg(wildcards)["modalities"]:
+        found = get_modality_features(Namespace(dataset=wildcards.dataset, modality=m))
+        paths += found if isinstance(found, list) else [found]
+    return paths
+
+
+def get_student_video_inputs(wildcards):
+    """finetune: the video shards and the video teacher (the encoder's start); frozen: the
+    video teacher's cached embeddings."""
+    if config["train_student"]["student"] == "frozen":
+        return str(L.embeddings("{fold}", "video")).format(**wildcards)
+    return [
+        str(L.teacher("{fold}", "video")).format(**wildcards),
+        *get_modality_features(Namespace(dataset=wildcards.dataset, modality="video")),
     ]
 
 

@@ -4,7 +4,7 @@
 rule train_student:
     input:
         index=L.index,
-        video=L.embeddings("{fold}", "video"),
+        video=get_student_video_inputs,
         teachers=get_student_teacher_inputs,
     output:
         model=L.student("{fold}", "{method}"),

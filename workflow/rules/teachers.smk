@@ -67,6 +67,7 @@ rule align_teacher_pool:
         index=L.index,
         embeddings=get_fold_embeddings,
         fusion=L.fusion_teacher("{fold}"),
+        features=get_cross_fit_features,
     output:
         model=L.teacher_pool("{fold}"),
         cache=L.pool_outputs("{fold}"),
@@ -87,7 +88,9 @@ rule align_teacher_pool:
     params:
         cfg=config["align_teacher_pool"],
         run=config["run"],
-        fusion=config["train_fusion_teacher"]["fusion"],
+        fusion=config["train_fusion_teacher"],
+        teachers=config["train_modality_teacher"],
+        video_input=lambda wc: dataset_cfg(wc)["video_input"],
         params_file=PARAMS_FILE,
     shell:
         "MTPKDOT_RULE=align_teacher_pool OMP_NUM_THREADS={threads} python -m pipeline_steps.align_teacher_pool"
