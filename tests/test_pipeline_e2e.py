@@ -117,8 +117,12 @@ def test_teacher_evaluation_and_missing_modality_table(demo_run: Path):
 
 
 def test_training_beats_chance_and_losses_fall(demo_run: Path):
-    """The demo's labels drive the physiology strongly: its teachers must beat chance (0.5) on
-    the test folds, and every teacher's training loss must fall."""
+    """The demo's physiology follows each clip's latent response strongly: its teachers must
+    beat chance (0.5) on the test folds, and every teacher's training loss must fall.
+
+    In the default latent scenario the label agrees with the latent responder flag in about
+    82% of clips (docs/demo.md), so that is the ceiling; 0.65 over the tiny run's 36 test clips
+    is above chance at p < 0.05."""
     folds = range(TINY["index_dataset"]["n_folds"])
     results = [
         json.loads((demo_run / f"results/biovid/fold{k}/eval/teachers.json").read_text())
@@ -130,7 +134,7 @@ def test_training_beats_chance_and_losses_fall(demo_run: Path):
         m: sum(r["modality_teachers"][m]["accuracy"] for r in results) / len(results)
         for m in ("eda", "ecg", "emg")
     }
-    assert max(physio.values()) >= 0.7, physio
+    assert max(physio.values()) >= 0.65, physio
     for k in folds:
         for name in ("eda", "ecg", "emg", "video"):
             metrics = demo_run / f"results/biovid/fold{k}/metrics"

@@ -21,7 +21,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import _run_or_fail, snakemake, tiny_params, write_project
+from tests.conftest import (
+    _run_or_fail,
+    _start_snakemake,
+    snakemake,
+    tiny_params,
+    write_project,
+)
 from tests.slurm.cluster import (
     TEST_PROFILE,
     USER_PROFILE,
@@ -128,7 +134,7 @@ def runs(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Runs:
     with pytest.MonkeyPatch.context() as mp, ThreadPoolExecutor(1) as pool:
         for key, value in cluster.env.items():
             mp.setenv(key, value)
-        local_done = pool.submit(_run_or_fail, local)
+        local_done = pool.submit(_run_or_fail, _start_snakemake(local))
         start = time.monotonic()
         out = snakemake(remote, *profile_args(), timeout=TIMEOUT_S)
         seconds = time.monotonic() - start
