@@ -1,4 +1,5 @@
 # Phase 2: per-modality features in Parquet shards (face crops scattered over shards).
+# A data error's one line (file, problem) is also copied to the console (as in data.smk).
 
 
 rule crop_faces:
@@ -23,7 +24,7 @@ rule crop_faces:
     shell:
         "MTPKDOT_RULE=crop_faces OMP_NUM_THREADS={threads} python -m pipeline_steps.crop_faces"
         " --params {params.params_file} --dataset {wildcards.dataset} --shard {wildcards.shard}"
-        " > {log} 2>&1"
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"
 
 
 rule extract_physio:
@@ -49,7 +50,7 @@ rule extract_physio:
     shell:
         "MTPKDOT_RULE=extract_physio OMP_NUM_THREADS={threads} python -m pipeline_steps.extract_physio"
         " --params {params.params_file} --dataset {wildcards.dataset} --modality {wildcards.physio}"
-        " > {log} 2>&1"
+        " > {log} 2>&1 || {{ tail -n 1 {log} >&2; exit 1; }}"
 
 
 rule extract_audio:
