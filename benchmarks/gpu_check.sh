@@ -85,7 +85,7 @@ layout = layout_for(params, "biovid")
 print("A", layout.embeddings(0, "video"))
 print("A", layout.pool_outputs(0))
 for method in params["train_student"]["methods"]:
-    print("B", layout.evaluation(0, method))
+    print("B", layout.evaluation(0, method, params["run"]["seeds"][0]))
 EOF
 )
 PHASE_A=() PHASE_B=()
@@ -138,7 +138,7 @@ else:
         "or host work at these demo sizes (see the logs' benchmark TSVs)"
     )
 EOF
-    for log in "$WORK"/logs/biovid/fold0/train_student-*.log; do
+    for log in "$WORK"/logs/biovid/fold0/seed*/train_student-*.log; do
         echo "--- $log"
         tail -n 3 "$log"
     done

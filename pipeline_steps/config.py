@@ -134,3 +134,15 @@ def step_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--params", default="params.yaml", help="parameter file (params.yaml)")
     parser.add_argument("--dataset", required=True, help="dataset name from params datasets")
     return parser
+
+
+def student_seeds(params: dict[str, Any]) -> list[int]:
+    """The student seeds (``run.seeds``): every student and its evaluation run once per seed;
+    teachers, the fusion teacher and the aligned pool are trained once per fold (``run.seed``)."""
+    return [int(s) for s in params["run"]["seeds"]]
+
+
+def shared_run_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``run`` without ``seeds``: what a job's results depend on, so that adding a student
+    seed adds jobs and reruns none (Snakemake params, resume keys)."""
+    return {k: v for k, v in params["run"].items() if k != "seeds"}

@@ -66,31 +66,51 @@ class Layout:
         """Cached teacher-pool outputs for the fold's train and val samples (student input)."""
         return self.fold_dir(fold) / "teachers" / "pool_outputs.pt"
 
-    def student(self, fold: int | str, method: str) -> Path:
-        return self.fold_dir(fold) / "students" / f"{method}.pt"
+    def student(self, fold: int | str, method: str, seed: int | str) -> Path:
+        """The student of ``method`` trained with student seed ``seed`` (``run.seeds``)."""
+        return self._stage_dir(fold, "students", seed) / f"{method}.pt"
 
-    def evaluation(self, fold: int | str, method: str) -> Path:
-        return self.fold_dir(fold) / "eval" / f"{method}.json"
+    def seed_evaluations(self, fold: int | str, seed: int | str) -> Path:
+        """The folder of every student evaluation of one fold and student seed."""
+        return self._stage_dir(fold, "eval", seed)
+
+    def evaluation(self, fold: int | str, method: str, seed: int | str) -> Path:
+        """Test metrics of one student (fold, method, seed)."""
+        return self.seed_evaluations(fold, seed) / f"{method}.json"
+
+    def predictions(self, fold: int | str, method: str, seed: int | str) -> Path:
+        """Per-sample test predictions of one student, beside its metrics."""
+        return self.evaluation(fold, method, seed).with_suffix(".predictions.csv")
 
     def teacher_evaluation(self, fold: int | str) -> Path:
         """Test-fold scores of every teacher, and of the joint teacher with a modality missing."""
         return self.fold_dir(fold) / "eval" / "teachers.json"
 
-    def metrics(self, fold: int | str, stage: str, name: str) -> Path:
-        """Small metrics JSON that DVC reads (cache: false)."""
-        return self.fold_dir(fold) / "metrics" / f"{stage}-{name}.json"
+    def _stage_dir(self, fold: int | str, kind: str, seed: int | str | None) -> Path:
+        """``fold<k>/<kind>``, or ``fold<k>/<kind>/seed<s>`` for a student's (seeded) stage."""
+        folder = self.fold_dir(fold) / kind
+        return folder if seed is None else folder / f"seed{seed}"
 
-    def resume(self, fold: int | str, stage: str, name: str) -> Path:
+    def metrics(
+        self, fold: int | str, stage: str, name: str, seed: int | str | None = None
+    ) -> Path:
+        """Small metrics JSON that DVC reads; ``seed``: a student stage's seed (None: a
+        teacher stage, trained once per fold with ``run.seed``)."""
+        return self._stage_dir(fold, "metrics", seed) / f"{stage}-{name}.json"
+
+    def resume(self, fold: int | str, stage: str, name: str, seed: int | str | None = None) -> Path:
         """Per-epoch resume state of a training stage (pipeline_steps.resume; not an output)."""
-        return self.fold_dir(fold) / "resume" / f"{stage}-{name}.pt"
+        return self._stage_dir(fold, "resume", seed) / f"{stage}-{name}.pt"
 
-    def history(self, fold: int | str, stage: str, name: str) -> Path:
+    def history(
+        self, fold: int | str, stage: str, name: str, seed: int | str | None = None
+    ) -> Path:
         """Per-epoch training history CSV beside the metrics JSON (DVC plots, report curves)."""
-        return self.metrics(fold, stage, name).with_suffix(".history.csv")
+        return self.metrics(fold, stage, name, seed).with_suffix(".history.csv")
 
-    def student_similarity(self, fold: int | str, method: str) -> Path:
+    def student_similarity(self, fold: int | str, method: str, seed: int | str) -> Path:
         """Student similarity matrices of a fixed batch at 0/50/100 % of training."""
-        return self.student(fold, method).with_suffix(".similarity.npz")
+        return self.student(fold, method, seed).with_suffix(".similarity.npz")
 
     def pool_embeddings(self, fold: int | str) -> Path:
         """Pool teachers' embeddings of the validation samples before/after alignment."""
@@ -99,6 +119,16 @@ class Layout:
     @property
     def report_csv(self) -> Path:
         return self.root / "report.csv"
+
+    @property
+    def paired_csv(self) -> Path:
+        """The report's paired comparison with visual_only, one row per method."""
+        return self.root / "paired.csv"
+
+    @property
+    def paired_units_csv(self) -> Path:
+        """Every test unit's paired difference (method - visual_only), seed-averaged."""
+        return self.root / "paired_units.csv"
 
     @property
     def report_md(self) -> Path:

@@ -1,10 +1,11 @@
 """Apply a trained visual-only student to new face videos (no physiology, audio or labels).
 
-    python -m pipeline_steps.predict --dataset biovid --fold 0 --method mtpkdot \
+    python -m pipeline_steps.predict --dataset biovid --fold 0 --method mtpkdot [--seed 0] \
         --input some/video.mp4|some/folder --output predictions.csv
 
 Each video is cropped exactly as in training (``crop_faces`` params), then the student of
-``--method`` trained on ``--fold`` predicts:
+``--method`` trained on ``--fold`` with student seed ``--seed`` (default: the first of
+``run.seeds``; each seed's student is a separate model, none is averaged) predicts:
 
 - classification (BioVid): one row per clip: ``video, pred, p_<class>..., face_found_ratio``;
 - regression (Aff-Wild2): one row per frame: ``video, frame`` (1-based, as the annotation
@@ -37,6 +38,7 @@ from pipeline_steps.dataset_error import DatasetError
 from pipeline_steps.face_detector import FaceDetector
 from pipeline_steps.layout import layout_for
 from pipeline_steps.runtime import resolve_device
+from pipeline_steps.stage import resolve_seed
 from pipeline_steps.student_model import load_visual_student
 from pipeline_steps.train_student import METHODS
 
@@ -182,6 +184,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = step_parser(__doc__.splitlines()[0])
     parser.add_argument("--fold", type=int, required=True)
     parser.add_argument("--method", required=True, choices=METHODS)
+    parser.add_argument(
+        "--seed", type=int, default=None, help="student seed (default: the first of run.seeds)"
+    )
     parser.add_argument("--input", required=True, type=Path, help="a video file or a folder")
     parser.add_argument("--output", required=True, type=Path, help="CSV to write")
     args = parser.parse_args(argv)
@@ -189,7 +194,11 @@ def main(argv: list[str] | None = None) -> None:
     ds = dataset_params(params, args.dataset)
     videos = list_videos(args.input)
     layout = layout_for(params, args.dataset)
-    model = load_visual_student(layout, args.fold, args.method)
+    seed = resolve_seed(params, args.seed)
+    student = layout.student(args.fold, args.method, seed)
+    if not student.exists():
+        raise PredictError(f"{student}: no such student (train_student --seed {seed} first)")
+    model = load_visual_student(layout, args.fold, args.method, seed)
     model.to(resolve_device(params["run"]["device"]))
     if ds["task"] == "classification":
         table = predict_videos(videos, model, list(ds["classes"]), params)

@@ -3,22 +3,27 @@
 Writes, under ``results/<dataset>/``:
 
 - ``report.csv``, ``report.md``: one row per method, mean, std and the t-interval of the mean
-  over folds of each test metric (the interval is clipped to the metric's range): accuracy and
+  over folds of each test metric, each fold's score being the mean over the student seeds
+  (``run.seeds``; the interval is clipped to the metric's range): accuracy and
   macro-F1 for a classification dataset, CCC of valence, arousal and their mean for a
   regression dataset (``datasets.<name>.task``; the names ``evaluate`` writes);
 - ``report.html``: a self-contained page (figures embedded) with the table, per-fold results,
   training curves, the student's similarity matrices at 0/50/100 % of training (paper fig. 4)
   and a 2-D PCA of teacher representations before/after alignment (fig. 5);
-- ``figures/*.png``: the same figures as files (``snakemake --report`` shows them).
+- ``figures/*.png``: the same figures as files (``snakemake --report`` shows them);
+- ``paired.csv``, ``paired_units.csv`` and a report section: every method against
+  ``visual_only`` per test subject (video for Aff-Wild2), seed-averaged
+  (:mod:`pipeline_steps.report_paired`).
 
 Figures whose artifacts a training step did not write are replaced by a note. The table,
 the means and the figures are logged to the pipeline's MLflow parent run.
 
 Artifacts read (all optional; formats are written by ``pipeline_steps.trainer`` helpers):
 
-- per-epoch history ``fold<k>/metrics/<stage>-<name>.history.csv`` (``write_history``);
-  without it the curves come from the MLflow child runs' metric history;
-- ``fold<k>/students/<method>.similarity.npz`` (``write_similarity_snapshots``);
+- per-epoch history ``fold<k>/metrics/seed<s>/train_student-<method>.history.csv``
+  (``write_history``); without it the curves come from the MLflow child runs' metric history;
+- ``fold<k>/students/seed<s>/<method>.similarity.npz`` (``write_similarity_snapshots``; fold 0,
+  first seed);
 - ``fold<k>/teachers/pool_embeddings.npz`` (``write_teacher_embeddings``).
 """
 
@@ -29,18 +34,21 @@ import html
 import io
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from pipeline_steps import job_matrix, report_data
+from pipeline_steps import job_matrix, report_data, report_paired
 from pipeline_steps.atomic import atomic_path, write_text
-from pipeline_steps.config import dataset_params, load_params, step_parser
+from pipeline_steps.config import dataset_params, load_params, step_parser, student_seeds
 from pipeline_steps.folds import folds_share_test_set
 from pipeline_steps.layout import Layout, layout_for
 from pipeline_steps.progress import progress
+from pipeline_steps.tasks import Task
+from pipeline_steps.unit_scores import unit_scores
 
 TASK_METRICS = {
     "classification": ("accuracy", "macro_f1"),
@@ -90,32 +98,52 @@ def summarise(values: list[float], level: float) -> dict[str, float]:
 
 
 def collect(
-    layout: Layout, methods: list[str], n_folds: int, metrics: tuple[str, ...] | None = None
+    layout: Layout,
+    methods: list[str],
+    n_folds: int,
+    metrics: tuple[str, ...] | None = None,
+    seeds: Sequence[int] = (0,),
 ) -> pd.DataFrame:
-    """Per-fold test metrics of every method (all folds must be present).
+    """Test metrics of every method, fold and student seed (all must be present): one row
+    per (method, fold, seed).
 
     ``metrics``: the task's (:data:`TASK_METRICS`); by default those of the first result."""
     rows = []
     for method in methods:
         for fold in range(n_folds):
-            path = layout.evaluation(fold, method)
-            if not path.exists():
-                raise FileNotFoundError(f"{path}: evaluation missing; run evaluate first")
-            result = json.loads(path.read_text())
-            if metrics is None:
-                metrics = metrics_in(pd.DataFrame(columns=list(result)))
-            missing = [m for m in metrics if m not in result]
-            if missing:
-                raise KeyError(f"{path}: no {missing} (has {sorted(result)})")
-            rows.append({"method": method, "fold": fold, **{m: result[m] for m in metrics}})
+            for seed in seeds:
+                path = layout.evaluation(fold, method, seed)
+                if not path.exists():
+                    raise FileNotFoundError(f"{path}: evaluation missing; run evaluate first")
+                result = json.loads(path.read_text())
+                if metrics is None:
+                    metrics = metrics_in(pd.DataFrame(columns=list(result)))
+                missing = [m for m in metrics if m not in result]
+                if missing:
+                    raise KeyError(f"{path}: no {missing} (has {sorted(result)})")
+                scores = {m: result[m] for m in metrics}
+                rows.append({"method": method, "fold": fold, "seed": seed, **scores})
     return pd.DataFrame(rows)
 
 
+def fold_means(per_run: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, fold): each metric averaged over the student seeds, ``n_seeds``."""
+    metrics = list(metrics_in(per_run))
+    grouped = per_run.groupby(["method", "fold"], sort=False)
+    out = grouped[metrics].mean().reset_index()
+    out.insert(2, "n_seeds", grouped.size().to_numpy())
+    return out
+
+
 def build_table(per_fold: pd.DataFrame, dataset: str, level: float) -> pd.DataFrame:
-    """One row per method; each t-interval is clipped to its metric's range."""
+    """One row per method over folds (a fold's score: its mean over seeds, when ``per_fold``
+    has one row per seed); each t-interval is clipped to its metric's range."""
+    if "seed" in per_fold.columns:
+        per_fold = fold_means(per_fold)
     rows = []
     for method, group in per_fold.groupby("method", sort=False):
-        row = {"dataset": dataset, "method": method, "n_folds": len(group)}
+        n_seeds = int(group["n_seeds"].min()) if "n_seeds" in group else 1
+        row = {"dataset": dataset, "method": method, "n_folds": len(group), "n_seeds": n_seeds}
         for metric in metrics_in(per_fold):
             lo, hi = RANGES[metric]
             s = summarise(group[metric].tolist(), level)
@@ -154,7 +182,9 @@ def teacher_table(layout: Layout, n_folds: int) -> pd.DataFrame | None:
     )
 
 
-def ci_note(level: float, metrics: tuple[str, ...] = METRICS, shared_test: bool = False) -> str:
+def ci_note(
+    level: float, metrics: tuple[str, ...] = METRICS, shared_test: bool = False, n_seeds: int = 1
+) -> str:
     """How to read the table; ``shared_test``: every fold tests on the same samples."""
     pct = int(round(level * 100))
     lo, hi = (f"{v:g}" for v in RANGES[metrics[0]])
@@ -162,6 +192,11 @@ def ci_note(level: float, metrics: tuple[str, ...] = METRICS, shared_test: bool 
         f"Mean ± sample std over test folds; [{pct}% t-interval of the mean], clipped to the "
         f"metric range [{lo}, {hi}]."
     )
+    if n_seeds > 1:
+        note += (
+            f" Each fold's score (also in the per-fold table) is the mean over {n_seeds} "
+            "student seeds, so the spread is over folds, not seeds."
+        )
     if shared_test:
         note += (
             " Every fold tests on the same videos and differs only in its validation people:"
@@ -197,7 +232,7 @@ def to_markdown(
         lines.append(
             f"| {r['dataset']} | {r['method']} | {r['n_folds']} | " + " | ".join(cells) + " |"
         )
-    lines += ["", ci_note(level, metrics, shared_test)]
+    lines += ["", ci_note(level, metrics, shared_test, n_seeds_of(table))]
     if per_fold is not None:
         key = headline(metrics)
         wide = per_fold_wide(per_fold, key)
@@ -218,7 +253,15 @@ def to_markdown(
     return "\n".join(lines) + "\n"
 
 
+def n_seeds_of(table: pd.DataFrame) -> int:
+    """Student seeds behind each fold's score in a summary table (1 when not recorded)."""
+    return int(table["n_seeds"].min()) if "n_seeds" in table and len(table) else 1
+
+
 def per_fold_wide(per_fold: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Method x fold of ``metric`` (a fold's mean over seeds)."""
+    if "seed" in per_fold.columns:
+        per_fold = fold_means(per_fold)
     methods = list(dict.fromkeys(per_fold["method"]))
     return per_fold.pivot(index="method", columns="fold", values=metric).loc[methods]
 
@@ -226,19 +269,22 @@ def per_fold_wide(per_fold: pd.DataFrame, metric: str) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- curves
 
 
-def load_histories(layout: Layout, methods: list[str], n_folds: int) -> dict[str, pd.DataFrame]:
-    """Per-epoch history of each student (method -> rows of fold, epoch, metrics), from the
-    history CSVs, else from the MLflow child runs of the current parent run."""
+def load_histories(
+    layout: Layout, methods: list[str], n_folds: int, seeds: Sequence[int] = (0,)
+) -> dict[str, pd.DataFrame]:
+    """Per-epoch history of each student (method -> rows of fold, seed, epoch, metrics), from
+    the history CSVs, else from the MLflow child runs of the current parent run."""
     out: dict[str, pd.DataFrame] = {}
     missing = []
     for method in methods:
         frames = []
         for fold in range(n_folds):
-            path = layout.history(fold, "train_student", method)
-            if path.exists():
-                frames.append(pd.read_csv(path).assign(fold=fold))
-            else:
-                missing.append((method, fold))
+            for seed in seeds:
+                path = layout.history(fold, "train_student", method, seed)
+                if path.exists():
+                    frames.append(pd.read_csv(path).assign(fold=fold, seed=seed))
+                else:
+                    missing.append((method, fold, seed))
         if frames:
             out[method] = pd.concat(frames, ignore_index=True)
     if missing:
@@ -247,7 +293,9 @@ def load_histories(layout: Layout, methods: list[str], n_folds: int) -> dict[str
     return out
 
 
-def _mlflow_histories(layout: Layout, wanted: list[tuple[str, int]]) -> dict[str, pd.DataFrame]:
+def _mlflow_histories(
+    layout: Layout, wanted: list[tuple[str, int, int]]
+) -> dict[str, pd.DataFrame]:
     if not layout.parent_run.exists():
         return {}
     try:
@@ -267,10 +315,11 @@ def _mlflow_histories(layout: Layout, wanted: list[tuple[str, int]]) -> dict[str
         print(f"[report] no training curves from MLflow: {err}")
         return {}
     frames: dict[str, list[pd.DataFrame]] = {}
-    wanted_set = {(m, str(f)) for m, f in wanted}
+    wanted_set = {(m, str(f), str(s)) for m, f, s in wanted}
     for run in runs:
-        method, fold = run.data.tags.get("method"), run.data.tags.get("fold")
-        if (method, fold) not in wanted_set:
+        tags = run.data.tags
+        method, fold, seed = tags.get("method"), tags.get("fold"), tags.get("seed")
+        if (method, fold, seed) not in wanted_set:
             continue
         rows: dict[int, dict[str, float]] = {}
         for key in CURVE_KEYS:
@@ -278,7 +327,7 @@ def _mlflow_histories(layout: Layout, wanted: list[tuple[str, int]]) -> dict[str
                 rows.setdefault(m.step, {"epoch": m.step})[key] = m.value
         if rows:
             frame = pd.DataFrame(sorted(rows.values(), key=lambda r: r["epoch"]))
-            frames.setdefault(method, []).append(frame.assign(fold=int(fold)))
+            frames.setdefault(method, []).append(frame.assign(fold=int(fold), seed=int(seed)))
     return {m: pd.concat(f, ignore_index=True) for m, f in frames.items()}
 
 
@@ -455,14 +504,18 @@ def to_html(
     teachers: pd.DataFrame | None = None,
     shared_test: bool = False,
     data_html: str = "",
+    paired_html: str = "",
 ) -> str:
     """``figures``: section title -> (base64 PNG, caption) or (None, note when missing);
-    ``data_html``: the data section (:mod:`pipeline_steps.report_data`), last."""
+    ``paired_html``: the paired section, after the table; ``data_html``: the data section
+    (:mod:`pipeline_steps.report_data`), last."""
+    note = ci_note(level, metrics_in(per_fold), shared_test, n_seeds_of(table))
     parts = [
         f"<h1>MT-PKDOT results: {html.escape(dataset)}</h1>",
         "<h2>Method × dataset</h2>",
         _html_table(summary_frame(table, level)),
-        f'<p class="note">{html.escape(ci_note(level, metrics_in(per_fold), shared_test))}</p>',
+        f'<p class="note">{html.escape(note)}</p>',
+        paired_html,
         "<h2>Per-fold test results</h2>",
     ]
     for m in metrics_in(per_fold):
@@ -494,43 +547,55 @@ def to_html(
 
 
 def make_figures(
-    layout: Layout, per_fold: pd.DataFrame, methods: list[str], n_folds: int, figs: Path
+    layout: Layout,
+    per_fold: pd.DataFrame,
+    methods: list[str],
+    n_folds: int,
+    figs: Path,
+    seeds: Sequence[int] = (0,),
+    paired: report_paired.PairedSection | None = None,
 ) -> dict[str, tuple[str | None, str]]:
     """Write the figures into ``figs``; title -> (base64 PNG, caption) or (None, note)."""
     out: dict[str, tuple[str | None, str]] = {}
-    tasks = ["per_fold", "curves", "similarity", "embeddings"]
+    tasks = ["per_fold", "paired", "curves", "similarity", "embeddings"]
     for task in progress(tasks, desc="[report] figures"):
-        if task == "per_fold":
+        if task == "paired":
+            if paired is not None:
+                out[f"Paired differences per test {paired.unit}"] = (
+                    save_figure(report_paired.figure(paired, _pyplot()), figs / "paired.png"),
+                    f"Each point: one test {paired.unit}'s score of the method minus "
+                    f"{report_paired.BASELINE}'s, seed-averaged; bar: their mean; line: no "
+                    "difference.",
+                )
+        elif task == "per_fold":
             label = LABELS[headline(metrics_in(per_fold))]
             out[f"Per-fold test {label}"] = (
                 save_figure(fig_per_fold(per_fold), figs / "per_fold.png"),
                 f"Test {label} of each method on each fold's test set.",
             )
         elif task == "curves":
-            hist = load_histories(layout, methods, n_folds)
+            hist = load_histories(layout, methods, n_folds, seeds)
             out["Training curves"] = (
                 (
                     save_figure(fig_curves(hist), figs / "curves.png"),
                     "Student training loss, validation loss and validation score per "
-                    "epoch (mean over folds).",
+                    "epoch (mean over folds and seeds).",
                 )
                 if hist
                 else (None, "No per-epoch history found (history CSVs or MLflow runs).")
             )
         elif task == "similarity":
             method = "mtpkdot" if "mtpkdot" in methods else methods[-1]
-            sim = load_similarity(layout.student_similarity(0, method))
+            path = layout.student_similarity(0, method, seeds[0])
+            sim = load_similarity(path)
             out["Student similarity during training (fig. 4)"] = (
                 (
                     save_figure(fig_similarity(sim, method), figs / "similarity.png"),
                     f"Cosine similarity of a fixed batch's {method} student representations "
-                    "at 0, 50 and 100 % of training, fold 0.",
+                    f"at 0, 50 and 100 % of training, fold 0, seed {seeds[0]}.",
                 )
                 if sim is not None
-                else (
-                    None,
-                    f"Not available: {layout.student_similarity(0, method)} was not written.",
-                )
+                else (None, f"Not available: {path} was not written.")
             )
         else:
             emb = layout.pool_embeddings(0)
@@ -554,23 +619,30 @@ def main(argv: list[str] | None = None) -> None:
     layout = layout_for(params, args.dataset)
     level = params["report"]["ci_level"]
     methods = params["train_student"]["methods"]
+    seeds = student_seeds(params)
     n_folds = job_matrix.n_folds(params, args.dataset)  # the folds the DAG ran
-    per_fold = collect(layout, methods, n_folds, TASK_METRICS[task])
+    per_run = collect(layout, methods, n_folds, TASK_METRICS[task], seeds)
+    per_fold = fold_means(per_run)
     table = build_table(per_fold, args.dataset, level)
     teachers = teacher_table(layout, n_folds)
     index = pd.read_parquet(layout.index)
     shared_test = folds_share_test_set(index)
     data = report_data.build(layout, index)
+    ds = dataset_params(params, args.dataset)
+    units = unit_scores(layout, index, Task(task, ds.get("classes") or []), methods, n_folds, seeds)
+    paired = report_paired.build(units, len(seeds), level)
     markdown = to_markdown(table, level, per_fold, teachers, shared_test)
+    markdown += report_paired.to_markdown(paired)
     markdown += report_data.to_markdown(data)
     from pipeline_steps.teacher_shares import teacher_share_markdown
 
-    markdown += teacher_share_markdown(layout, methods, n_folds)
+    markdown += teacher_share_markdown(layout, methods, n_folds, seeds)
     with atomic_path(layout.report_csv) as tmp:
         table.to_csv(tmp, index=False)
+    report_paired.write_csvs(layout, paired)
     write_text(layout.report_md, markdown)
     with atomic_path(layout.figures_dir, is_dir=True) as tmp_dir:
-        figures = make_figures(layout, per_fold, methods, n_folds, tmp_dir)
+        figures = make_figures(layout, per_fold, methods, n_folds, tmp_dir, seeds, paired)
     page = to_html(
         args.dataset,
         table,
@@ -580,14 +652,17 @@ def main(argv: list[str] | None = None) -> None:
         teachers,
         shared_test,
         report_data.to_html(data),
+        report_paired.to_html(paired),
     )
     write_text(layout.report_html, page)
-    _log_to_parent(params, args.dataset, layout, table)
+    _log_to_parent(params, args.dataset, layout, table, report_paired.mlflow_metrics(paired))
     print(markdown)
     print(f"[report] {layout.report_csv}, {layout.report_md}, {layout.report_html}")
 
 
-def _log_to_parent(params: dict, dataset: str, layout: Layout, table: pd.DataFrame) -> None:
+def _log_to_parent(
+    params: dict, dataset: str, layout: Layout, table: pd.DataFrame, paired: dict[str, float]
+) -> None:
     from pipeline_steps.tracking import StageRun, client, parent_run_id
 
     run = StageRun(client(), parent_run_id(params, dataset, layout))
@@ -596,8 +671,9 @@ def _log_to_parent(params: dict, dataset: str, layout: Layout, table: pd.DataFra
         for r in table.to_dict("records")
         for m in metrics_in(table)
     }
-    run.log_metrics({k: v for k, v in means.items() if math.isfinite(v)})
-    for path in (layout.report_csv, layout.report_md, layout.report_html):
+    run.log_metrics({k: v for k, v in means.items() if math.isfinite(v)} | paired)
+    paths = (layout.report_csv, layout.paired_csv, layout.paired_units_csv)
+    for path in (*paths, layout.report_md, layout.report_html):
         run.log_artifact(path)
     for path in sorted(layout.figures_dir.glob("*.png")):
         run.log_artifact(path, "figures")

@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from pipeline_steps.config import dataset_params, load_params, step_parser
+from pipeline_steps.config import (
+    dataset_params,
+    load_params,
+    shared_run_params,
+    step_parser,
+    student_seeds,
+)
 from pipeline_steps.fold_data import Splits, load_index
 from pipeline_steps.job_matrix import n_folds
 from pipeline_steps.layout import Layout, layout_for
@@ -30,6 +36,7 @@ class StageContext:
     device: torch.device
     generator: torch.Generator
     index: pd.DataFrame
+    seed: int | None = None  # a student stage's seed (run.seeds); None: a teacher stage
 
     @property
     def modalities(self) -> list[str]:
@@ -47,14 +54,35 @@ class StageContext:
         return Splits.of(self.index, self.fold)
 
 
-def fold_parser(description: str) -> argparse.ArgumentParser:
+def fold_parser(description: str, seeded: bool = False) -> argparse.ArgumentParser:
+    """``--fold``; ``seeded`` (a student stage): also ``--seed``, the student seed."""
     parser = step_parser(description)
     parser.add_argument("--fold", type=int, required=True, help="fold number (0-based)")
+    if seeded:
+        parser.add_argument(
+            "--seed",
+            type=int,
+            default=None,
+            help="student seed (default: the first of run.seeds)",
+        )
     return parser
 
 
+def resolve_seed(params: dict, seed: int | None) -> int:
+    """A student stage's seed: ``seed``, or the first of ``run.seeds``."""
+    if seed is None:
+        return student_seeds(params)[0]
+    if seed < 0:
+        raise SystemExit(f"--seed {seed}: a student seed is a non-negative integer")
+    return seed
+
+
 def stage_context(args: argparse.Namespace, salt: str = "") -> StageContext:
-    """Load and validate params, seed everything (seed + fold + stage salt), read the index."""
+    """Load and validate params, seed everything (seed + fold + stage salt), read the index.
+
+    The seed is ``run.seed`` for a teacher stage, the student seed for a stage whose parser
+    has ``--seed`` (``fold_parser(seeded=True)``): never the method, so every method of a
+    seed gets the same initialisation and batches."""
     params = load_params(args.params)
     ds = dataset_params(params, args.dataset)
     count = n_folds(params, args.dataset)
@@ -64,8 +92,9 @@ def stage_context(args: argparse.Namespace, salt: str = "") -> StageContext:
             "per subject with index_dataset.loso)"
         )
     set_threads()
-    seed = params["run"]["seed"] * 1000 + args.fold + sum(map(ord, salt))
-    generator = seed_everything(seed)
+    student_seed = resolve_seed(params, args.seed) if hasattr(args, "seed") else None
+    base = params["run"]["seed"] if student_seed is None else student_seed
+    generator = seed_everything(base * 1000 + args.fold + sum(map(ord, salt)))
     layout = layout_for(params, args.dataset)
     return StageContext(
         params=params,
@@ -76,6 +105,7 @@ def stage_context(args: argparse.Namespace, salt: str = "") -> StageContext:
         device=resolve_device(params["run"]["device"]),
         generator=generator,
         index=load_index(layout),
+        seed=student_seed,
     )
 
 
@@ -103,9 +133,15 @@ def fit_stage(  # noqa: ANN201
     from pipeline_steps.resume import Resume, resume_key
     from pipeline_steps.trainer import fit
 
-    key_params = {"section": cfg, "run": ctx.params["run"], "dataset": ctx.ds, "fold": ctx.fold}
+    key_params = {
+        "section": cfg,
+        "run": shared_run_params(ctx.params),
+        "dataset": ctx.ds,
+        "fold": ctx.fold,
+        "seed": ctx.seed,
+    }
     resume = Resume(
-        ctx.layout.resume(ctx.fold, stage, name),
+        ctx.layout.resume(ctx.fold, stage, name, ctx.seed),
         resume_key(f"{stage}-{name}", key_params, [ctx.layout.index, *inputs]),
         optimizer,
         extra if extra is not None else {},
@@ -134,9 +170,9 @@ def record_result(run, ctx: StageContext, stage: str, name: str, result) -> dict
 
     summary = {"best_epoch": result.best_epoch, **result.best_val}
     run.log_metrics({f"best_{k}": v for k, v in result.best_val.items()})
-    path = ctx.layout.metrics(ctx.fold, stage, name)
+    path = ctx.layout.metrics(ctx.fold, stage, name, ctx.seed)
     write_json(path, summary)
-    history = ctx.layout.history(ctx.fold, stage, name)
+    history = ctx.layout.history(ctx.fold, stage, name, ctx.seed)
     write_history(history, result.history)
     run.log_artifact(path)
     run.log_artifact(history)

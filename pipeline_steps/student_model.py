@@ -53,10 +53,11 @@ def new_visual_student(layout: Layout, fold: int, hidden: int, n_outputs: int) -
     return VisualStudent(teacher.encoder, Student(dim, hidden, dim, n_outputs), mode)
 
 
-def load_visual_student(layout: Layout, fold: int, method: str) -> VisualStudent:
-    """Rebuild the trained student of ``method`` on ``fold`` (either kind), frozen, in eval."""
+def load_visual_student(layout: Layout, fold: int, method: str, seed: int) -> VisualStudent:
+    """Rebuild the trained student of ``method`` on ``fold`` with student seed ``seed`` (either
+    kind), frozen, in eval."""
     teacher, mode = load_video_teacher(layout, fold)
-    s = load_checkpoint(layout.student(fold, method))
+    s = load_checkpoint(layout.student(fold, method, seed))
     student = Student(s["in_dim"], s["hidden"], s["embed_dim"], s["n_outputs"])
     model = VisualStudent(teacher.encoder, student, mode)
     if s.get("student", "frozen") == "finetune":

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 UNANNOTATED = -5.0
 DIMENSIONS = ("valence", "arousal")
+# The test unit of each task (an index column): what the report's paired comparison pairs on.
+UNIT = {"classification": "subject", "regression": "video"}
 
 
 @dataclass

@@ -3,8 +3,10 @@
 The student sees the face video only. ``train_student.student``: ``finetune`` (default) trains
 the video encoder from face crops together with the head, starting for every method from the
 fold's video teacher's encoder; ``frozen`` trains the head on that encoder's cached features
-(the reference code's student). Every method of a fold starts from the same weights and sees
-the same batches in the same order (seeded by run seed and fold, not by method). Methods differ
+(the reference code's student). It runs once per student seed (``--seed``, one of
+``run.seeds``; default the first): every method of a fold and seed starts from the same weights
+and sees the same batches in the same order (seeded by student seed and fold, not by method),
+while the teachers it reads were trained once per fold with ``run.seed``. Methods differ
 only in their loss terms and teacher (params ``train_student``): ``visual_only`` (task loss),
 ``pkd`` (point-to-point cosine to the joint teacher), ``pkdot`` (structural OT to the joint
 teacher), ``mtpkdot`` (structural OT + centroid to the teacher the selection strategy picks
@@ -69,10 +71,10 @@ def teacher_shares(wins: dict[str, float], n_batches: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = fold_parser(__doc__)
+    parser = fold_parser(__doc__, seeded=True)
     parser.add_argument("--method", required=True, choices=METHODS)
     args = parser.parse_args(argv)
-    ctx = stage_context(args, salt=STAGE)  # not the method: same init and batches for all
+    ctx = stage_context(args, salt=STAGE)  # seed + fold, not the method: same init and batches
     cfg = ctx.params[STAGE]
     task = ctx.task
     weights = cfg["weights"].get(args.method)
@@ -175,9 +177,9 @@ def main(argv: list[str] | None = None) -> None:
         return row
 
     with stage_run(
-        ctx.params, ctx.dataset, ctx.layout, STAGE, method=args.method, fold=ctx.fold
+        ctx.params, ctx.dataset, ctx.layout, STAGE, method=args.method, fold=ctx.fold, seed=ctx.seed
     ) as run:
-        run.log_params({k: v for k, v in cfg.items() if k != "weights"})
+        run.log_params({k: v for k, v in cfg.items() if k != "weights"} | {"seed": ctx.seed})
         run.log_params(weights, prefix="weight.")
         run.set_tags({"teacher_strategy": strategy or "none", "student": cfg["student"]})
         teacher_inputs = [ctx.layout.pool_outputs(ctx.fold)] if pool is not None else []
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         if pool is not None:  # the joint teacher's view of the same batch, for comparison
             teacher_val = cached_pool(ctx.layout.pool_outputs(ctx.fold), splits.val[:n_fig]).z[-1]
         write_similarity_snapshots(
-            ctx.layout.student_similarity(ctx.fold, args.method),
+            ctx.layout.student_similarity(ctx.fold, args.method, ctx.seed),
             [0.0, (half + 1) / cfg["epochs"], 1.0],
             [state["start"], state.get("half", final), final],
             y_val[:n_fig].figure_labels(),
@@ -212,11 +214,12 @@ def main(argv: list[str] | None = None) -> None:
         student = model.student if finetune else model
         shares = teacher_shares(state["wins"], state["batches"])
         save_checkpoint(
-            ctx.layout.student(ctx.fold, args.method),
+            ctx.layout.student(ctx.fold, args.method, ctx.seed),
             {
                 "state_dict": model.cpu().state_dict(),
                 "student": cfg["student"],
                 "method": args.method,
+                "seed": ctx.seed,
                 "in_dim": student.head.in_features,
                 "hidden": cfg["hidden"],
                 "embed_dim": student.head.in_features,
@@ -228,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         run.log_metrics(shares)
         result.best_val |= shares
         summary = record_result(run, ctx, STAGE, args.method, result)
-    print(f"[{STAGE}] {ctx.dataset} fold {ctx.fold} {args.method}: {summary}")
+    print(f"[{STAGE}] {ctx.dataset} fold {ctx.fold} seed {ctx.seed} {args.method}: {summary}")
 
 
 if __name__ == "__main__":

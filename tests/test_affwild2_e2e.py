@@ -39,7 +39,8 @@ def test_every_test_window_is_evaluated(affwild2_run: Path) -> None:
     test = index[index["split_0"] == "test"]
     assert set(test["set"]) == {"Validation_Set"}  # the published protocol's test set
     for method in METHODS:
-        result = json.loads((affwild2_run / RESULTS / f"fold0/eval/{method}.json").read_text())
+        path = affwild2_run / RESULTS / f"fold0/eval/seed0/{method}.json"
+        result = json.loads(path.read_text())
         assert result["n"] == len(test)
         assert math.isfinite(result["ccc_mean"])
 
@@ -96,7 +97,7 @@ def test_regression_student_finetunes_on_cross_fitted_teachers(affwild2_run: Pat
 
     layout = Layout(str(affwild2_run / "results"), "affwild2")
     teacher = load_video_teacher(layout, 0)[0].encoder.state_dict()
-    student = load_visual_student(layout, 0, "mtpkdot").encoder.state_dict()
+    student = load_visual_student(layout, 0, "mtpkdot", 0).encoder.state_dict()
     assert any(not torch.equal(teacher[k], student[k]) for k in teacher)
     cache = torch.load(layout.pool_outputs(0), weights_only=True)
     index = pd.read_parquet(layout.index).set_index("sample_id")
@@ -105,6 +106,6 @@ def test_regression_student_finetunes_on_cross_fitted_teachers(affwild2_run: Pat
             assert sample not in cache["part_train_ids"][part]
     pool = json.loads(layout.metrics(0, "align_teacher_pool", "pool").read_text())
     assert pool["best_epoch"] > 0
-    result = json.loads(layout.evaluation(0, "mtpkdot").read_text())
+    result = json.loads(layout.evaluation(0, "mtpkdot", 0).read_text())
     shares = [v for k, v in result.items() if k.startswith("teacher_share_")]
     assert sum(shares) == pytest.approx(1.0)

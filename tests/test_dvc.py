@@ -147,8 +147,8 @@ def test_push_then_pull_restores_identical_bytes(dvc_project, tmp_path):
     sh(root, "dvc", "push")
     outputs = [
         Path("results/biovid/fold0/teachers/pool.pt"),
-        Path(f"results/biovid/fold1/students/{METHOD}.pt"),
-        Path(f"results/biovid/fold0/eval/{METHOD}.json"),
+        Path(f"results/biovid/fold1/students/seed0/{METHOD}.pt"),
+        Path(f"results/biovid/fold0/eval/seed0/{METHOD}.json"),
     ]
     original = {p: (root / p).read_bytes() for p in outputs}
     for p in outputs:
@@ -169,6 +169,6 @@ def test_exp_run_with_a_student_param_lists_its_metrics(dvc_project):
     assert exp["data"]["params"]["params.yaml"]["data"]["train_student"]["lr"] == 0.002
     metrics = exp["data"]["metrics"]
     for fold in (0, 1):
-        scores = metrics[f"results/biovid/fold{fold}/eval/{METHOD}.json"]["data"]
+        scores = metrics[f"results/biovid/fold{fold}/eval/seed0/{METHOD}.json"]["data"]
         assert 0.0 <= scores["accuracy"] <= 1.0
         assert "macro_f1" in scores

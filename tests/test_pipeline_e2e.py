@@ -34,11 +34,11 @@ def test_evaluation_keeps_every_test_sample(demo_run: Path):
         n_test = int((index[f"split_{fold}"] == "test").sum())
         for method in METHODS:
             result = json.loads(
-                (demo_run / f"results/biovid/fold{fold}/eval/{method}.json").read_text()
+                (demo_run / f"results/biovid/fold{fold}/eval/seed0/{method}.json").read_text()
             )
             assert result["n"] == n_test
             preds = pd.read_csv(
-                demo_run / f"results/biovid/fold{fold}/eval/{method}.predictions.csv"
+                demo_run / f"results/biovid/fold{fold}/eval/seed0/{method}.predictions.csv"
             )
             assert len(preds) == n_test and preds["sample_id"].is_unique
 
@@ -90,7 +90,7 @@ def test_rerun_is_a_no_op(demo_run: Path):
 def test_same_params_and_seed_give_identical_metrics(demo_run: Path, monkeypatch):
     from pipeline_steps import train_student
 
-    metrics = demo_run / "results/biovid/fold0/metrics/train_student-mtpkdot.json"
+    metrics = demo_run / "results/biovid/fold0/metrics/seed0/train_student-mtpkdot.json"
     first = json.loads(metrics.read_text())
     monkeypatch.chdir(demo_run)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{demo_run / 'mlflow.db'}")

@@ -92,7 +92,7 @@ def test_test_split_never_reaches_training_or_selection(project: Path):
         "eda": state(fold_dir / "teachers/eda.pt"),
         "fusion": state(fold_dir / "teachers/fusion.pt"),
         "pool": state(fold_dir / "teachers/pool.pt"),
-        "mtpkdot": state(fold_dir / "students/mtpkdot.pt"),
+        "mtpkdot": state(fold_dir / "students/seed0/mtpkdot.pt"),
     }
     emb_before = torch.load(fold_dir / "embeddings/eda.pt", weights_only=True)
     test = poison_test_split(project)
@@ -114,7 +114,7 @@ def test_test_split_never_reaches_training_or_selection(project: Path):
     align_teacher_pool.main(fold_args(project))
     assert_same_state(before["pool"], state(fold_dir / "teachers/pool.pt"))
     train_student.main(fold_args(project, "--method", "mtpkdot"))
-    assert_same_state(before["mtpkdot"], state(fold_dir / "students/mtpkdot.pt"))
+    assert_same_state(before["mtpkdot"], state(fold_dir / "students/seed0/mtpkdot.pt"))
 
 
 def test_predict_cli_on_demo_videos(project: Path):

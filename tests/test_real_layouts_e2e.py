@@ -256,7 +256,7 @@ def test_affwild2_copy_without_samples_csv(tmp_path: Path) -> None:
     faceless = set(index.loc[index["video"] == names["faceless"], "sample_id"])
     assert skipped == faceless and faceless  # every window of the face-less video, only those
     assert all(e["reason"].startswith("face found in 0%") for e in qc["skipped"])
-    evaluated = json.loads((results / "fold0/eval/mtpkdot.json").read_text())
+    evaluated = json.loads((results / "fold0/eval/seed0/mtpkdot.json").read_text())
     assert evaluated["n"] == int((index["split_0"] == "test").sum())
     section = data_section(workdir, "myaff")
     assert f"| Train_Set | {names['faceless']} | {len(faceless)} | 0 |" in section

@@ -33,12 +33,12 @@ def fake_results(root: Path, artifacts: bool) -> Layout:
     for fold in range(N_FOLDS):
         for method in METHODS:
             acc = 0.99 if method == "mtpkdot" else float(rng.uniform(0.4, 0.7))
-            path = layout.evaluation(fold, method)
+            path = layout.evaluation(fold, method, 0)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"accuracy": acc, "macro_f1": acc - 0.01, "n": 10}))
             if artifacts:
                 write_history(
-                    layout.history(fold, "train_student", method),
+                    layout.history(fold, "train_student", method, 0),
                     [
                         {"train_loss": 1 / (e + 1), "val_loss": 1.0, "val_accuracy": 0.5}
                         for e in range(5)
@@ -48,7 +48,7 @@ def fake_results(root: Path, artifacts: bool) -> Layout:
         labels = torch.tensor([0, 1] * 6)
         z = [torch.randn(12, 8) for _ in range(3)]
         write_similarity_snapshots(
-            layout.student_similarity(0, "mtpkdot"), [0.0, 0.5, 1.0], z, labels, z[-1]
+            layout.student_similarity(0, "mtpkdot", 0), [0.0, 0.5, 1.0], z, labels, z[-1]
         )
         write_teacher_embeddings(
             layout.pool_embeddings(0),
@@ -178,7 +178,7 @@ def fake_regression_results(root: Path) -> Layout:
             shift = 0.1 if method == "mtpkdot" else 0.0
             result = {"ccc_valence": v + shift, "ccc_arousal": a, "n": 10}
             result["ccc_mean"] = (result["ccc_valence"] + a) / 2
-            path = layout.evaluation(fold, method)
+            path = layout.evaluation(fold, method, 0)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"method": method, "fold": fold, **result}))
     return layout

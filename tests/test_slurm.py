@@ -42,7 +42,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 TIMEOUT_S = 900  # one Snakemake run on the test cluster
 
 CONSOLE = ".snakemake/test_slurm_console.txt"  # what the runs printed, kept for reuse
-STUDENT = "results/biovid/fold0/metrics/train_student-mtpkdot.json"
+STUDENT = "results/biovid/fold0/metrics/seed0/train_student-mtpkdot.json"
 CHILD_STAGES = {
     "train_modality_teacher",
     "train_fusion_teacher",
@@ -55,8 +55,11 @@ COMPARED = [
     "report.csv",
     "fold*/metrics/*.json",
     "fold*/metrics/*.history.csv",
+    "fold*/metrics/seed*/*.json",
+    "fold*/metrics/seed*/*.history.csv",
     "fold*/eval/*.json",
-    "fold*/eval/*.predictions.csv",
+    "fold*/eval/seed*/*.json",
+    "fold*/eval/seed*/*.predictions.csv",
 ]
 
 
@@ -225,13 +228,13 @@ def _copy_project(src: Path, dst: Path, epochs: int) -> Path:
 
 def _cancel_after_an_epoch(cluster: Cluster, work: Path, run: Future, timeout: float) -> str:
     """Wait until fold 0's student saved an epoch, then scancel its SLURM job; the job id."""
-    resume = work / "results/biovid/fold0/resume/train_student-mtpkdot.pt"
+    resume = work / "results/biovid/fold0/resume/seed0/train_student-mtpkdot.pt"
     deadline = time.monotonic() + timeout
     while not resume.exists():
         if run.done() or time.monotonic() > deadline:
             pytest.fail(f"no epoch saved before the job ended or {timeout} s passed")
         time.sleep(0.05)
-    (log,) = (work / ".snakemake/slurm_logs/rule_train_student/biovid_0_mtpkdot").glob("*.log")
+    (log,) = (work / ".snakemake/slurm_logs/rule_train_student").glob("biovid_0_*/*.log")
     cluster.run("scancel", log.stem)
     return log.stem
 
@@ -252,12 +255,12 @@ def test_a_cancelled_training_job_resumes_with_the_metrics_of_an_uninterrupted_r
     assert len(jobs) == 2 and jobs[0] == cancelled, console[-3000:]
     states = on_cluster.jobs(run_id(console))
     assert [states[j]["state"] for j in jobs] == ["CANCELLED", "COMPLETED"]
-    log = (remote / "logs/biovid/fold0/train_student-mtpkdot.log").read_text()
+    log = (remote / "logs/biovid/fold0/seed0/train_student-mtpkdot.log").read_text()
     resumed = re.search(r"\[resume\] .*: continuing after epoch (\d+)", log)
     assert resumed and int(resumed[1]) < epochs - 1, log[-2000:]  # 0-based: epochs left
     print(f"\n[test_slurm] job {cancelled} cancelled; job {jobs[1]}: {resumed[0]}")
     for name in ("train_student-mtpkdot.json", "train_student-mtpkdot.history.csv"):
-        rel = Path("results/biovid/fold0/metrics") / name
+        rel = Path("results/biovid/fold0/metrics/seed0") / name
         assert (remote / rel).read_text() == (local / rel).read_text(), name
 
 

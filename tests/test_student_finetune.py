@@ -69,11 +69,11 @@ def test_alignment_keeps_a_trained_epoch(demo_run: Path):
 def test_selection_is_not_always_the_joint_teacher(demo_run: Path):
     shares = []
     for fold in FOLDS:
-        result = json.loads((demo_run / LAYOUT.evaluation(fold, "mtpkdot")).read_text())
+        result = json.loads((demo_run / LAYOUT.evaluation(fold, "mtpkdot", 0)).read_text())
         fold_shares = {k: v for k, v in result.items() if k.startswith("teacher_share_")}
         assert sum(fold_shares.values()) == pytest.approx(1.0)
         shares.append(fold_shares)
-        pkdot = json.loads((demo_run / LAYOUT.evaluation(fold, "pkdot")).read_text())
+        pkdot = json.loads((demo_run / LAYOUT.evaluation(fold, "pkdot", 0)).read_text())
         assert pkdot["teacher_share_joint"] == 1.0
     assert min(s["teacher_share_joint"] for s in shares) < 1.0, shares
     report = (demo_run / LAYOUT.report_md).read_text()
@@ -101,8 +101,8 @@ def test_finetune_trains_the_encoder_and_frozen_does_not(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     teacher = encoder_state(load_video_teacher(LAYOUT, 0)[0].encoder)
-    finetuned = load_visual_student(LAYOUT, 0, "mtpkdot")
-    assert torch.load(LAYOUT.student(0, "mtpkdot"), weights_only=True)["student"] == "finetune"
+    finetuned = load_visual_student(LAYOUT, 0, "mtpkdot", 0)
+    assert torch.load(LAYOUT.student(0, "mtpkdot", 0), weights_only=True)["student"] == "finetune"
     assert max_change(teacher, encoder_state(finetuned.encoder)) > 0
     params_file = work / ".snakemake/mtpkdot/params.yaml"
     params = yaml.safe_load(params_file.read_text())
@@ -110,13 +110,13 @@ def test_finetune_trains_the_encoder_and_frozen_does_not(
     params_file.write_text(yaml.safe_dump(params))
     args = ["--params", str(params_file), "--dataset", "biovid", "--fold", "0"]
     train_student.main([*args, "--method", "visual_only"])
-    saved = torch.load(LAYOUT.student(0, "visual_only"), weights_only=True)
+    saved = torch.load(LAYOUT.student(0, "visual_only", 0), weights_only=True)
     assert saved["student"] == "frozen"
     assert not any(k.startswith("encoder.") for k in saved["state_dict"])
-    frozen = load_visual_student(LAYOUT, 0, "visual_only")
+    frozen = load_visual_student(LAYOUT, 0, "visual_only", 0)
     assert max_change(teacher, encoder_state(frozen.encoder)) == 0
     evaluate.main([*args, "--method", "visual_only"])  # the frozen student deploys from frames
-    result = json.loads(LAYOUT.evaluation(0, "visual_only").read_text())
+    result = json.loads(LAYOUT.evaluation(0, "visual_only", 0).read_text())
     assert result["n"] > 0 and 0.0 <= result["accuracy"] <= 1.0
 
 
@@ -127,7 +127,7 @@ def test_every_method_starts_from_the_same_student(demo_run: Path):
 
     for fold in FOLDS:
         starts = [
-            np.load(demo_run / LAYOUT.student_similarity(fold, m))["student"][0]
+            np.load(demo_run / LAYOUT.student_similarity(fold, m, 0))["student"][0]
             for m in ("visual_only", "pkd", "pkdot", "mtpkdot")
         ]
         for other in starts[1:]:

@@ -135,8 +135,44 @@ def test_changed_folds_make_the_job_lists_stale_until_regenerated(tmp_path):
     assert {a for a in stages if a.startswith("train_fusion_teacher@")} == {
         f"train_fusion_teacher@{d}-{k}" for d in raw["run"]["datasets"] for k in range(n)
     }
-    report_deps = {Path(d.def_path).parent.name for d in stages["report@biovid"].deps}
+    report_deps = {part for d in stages["report@biovid"].deps for part in Path(d.def_path).parts}
     assert {f"fold{k}" for k in range(n)} <= report_deps
+
+
+def test_student_seeds_multiply_student_jobs_only(tmp_path):
+    """Two student seeds: twice the train_student and evaluate jobs (Snakemake and DVC), the
+    same teacher jobs, and the report depends on every seed's evaluations."""
+    one = tiny_params()
+    two = tiny_params()
+    two["run"]["seeds"] = [0, 1]
+    matrices = [job_matrix.job_matrix(validate_params(p)) for p in (one, two)]
+    for stage in matrices[0]:
+        factor = 2 if stage in ("train_student", "evaluate") else 1
+        assert len(matrices[1][stage]) == factor * len(matrices[0][stage]), stage
+    assert matrices[1]["train_student"]["biovid-1-mtpkdot-s1"] == {
+        "dataset": "biovid",
+        "fold": 1,
+        "method": "mtpkdot",
+        "seed": 1,
+    }
+    deps = job_matrix.report_deps_lines(validate_params(two), "")
+    assert "- ${run.results_dir}/biovid/fold1/eval/seed1" in deps
+    counts = []
+    for params in (one, two):
+        work = write_project(tmp_path / f"seeds{len(params['run'].get('seeds', [0]))}", params)
+        dry = snakemake(work, "-n", "--forceall", "--quiet", "rules")
+        assert dry.returncode == 0, dry.stderr
+        counts.append(
+            {
+                m[1]: int(m[2])
+                for m in re.finditer(r"^(\w+)\s+(\d+)$", dry.stdout + dry.stderr, re.MULTILINE)
+            }
+        )
+    assert {"train_modality_teacher", "align_teacher_pool", "train_student"} <= set(counts[0])
+    for rule, n in counts[0].items():
+        factor = 2 if rule in ("train_student", "evaluate") else 1
+        if rule != "total":
+            assert counts[1][rule] == factor * n, (rule, counts)
 
 
 def test_loso_fold_counts(tmp_path):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline_steps.config import validate_params
+from pipeline_steps.config import shared_run_params, student_seeds, validate_params
 from pipeline_steps.dataset_inputs import snakemake_inputs
 from pipeline_steps.job_matrix import folds
 from pipeline_steps.layout import Layout
@@ -19,6 +19,10 @@ ENV = "../../environment.yml"
 L = Layout(config["run"]["results_dir"], "{dataset}")
 N_SHARDS = config["crop_faces"]["n_shards"]
 METHODS = config["train_student"]["methods"]
+SEEDS = student_seeds(config)
+# `run` as the training rules' params, without run.seeds: a new student seed adds jobs and
+# reruns none (the teachers are trained once per fold with run.seed).
+RUN = shared_run_params(config)
 
 
 def effective_params_file() -> str:
@@ -45,6 +49,7 @@ PARAMS_FILE = effective_params_file()
 wildcard_constraints:
     dataset="|".join(config["datasets"]),
     fold=r"\d+",
+    seed=r"\d+",
     shard=r"\d+",
     modality="|".join(("video", "audio") + PHYSIO),
     physio="|".join(PHYSIO),
@@ -131,11 +136,16 @@ def get_student_teacher_inputs(wildcards):
 
 
 def get_fold_evaluations(wildcards):
+    """Every student's evaluation and predictions (the paired units): fold x method x seed."""
     return expand(
-        str(L.evaluation("{fold}", "{method}")),
+        [
+            str(L.evaluation("{fold}", "{method}", "{seed}")),
+            str(L.predictions("{fold}", "{method}", "{seed}")),
+        ],
         dataset=wildcards.dataset,
         fold=get_folds(wildcards.dataset),
         method=METHODS,
+        seed=SEEDS,
     )
 
 
@@ -148,8 +158,9 @@ def get_teacher_evaluations(wildcards):
 
 
 def get_report_figure_inputs(wildcards):
-    """Fold 0's figure sources: student similarity snapshots, pool embeddings."""
-    paths = [L.student_similarity(0, m) for m in METHODS] + [L.pool_embeddings(0)]
+    """Fold 0's figure sources: student similarity snapshots (first seed), pool embeddings."""
+    paths = [L.student_similarity(0, m, SEEDS[0]) for m in METHODS]
+    paths.append(L.pool_embeddings(0))
     return [str(p).format(dataset=wildcards.dataset) for p in paths]
 
 

@@ -15,6 +15,13 @@ rule report:
             category="Results",
             labels={"dataset": "{dataset}", "item": "table (CSV)"},
         ),
+        paired=report(
+            L.paired_csv,
+            caption="../report/paired.rst",
+            category="Results",
+            labels={"dataset": "{dataset}", "item": "paired comparison (CSV)"},
+        ),
+        paired_units=L.paired_units_csv,
         md=L.report_md,
         html=report(
             L.report_html,

@@ -24,7 +24,7 @@ rule train_modality_teacher:
         runtime=240,
     params:
         cfg=config["train_modality_teacher"],
-        run=config["run"],
+        run=RUN,
         video_input=lambda wc: dataset_cfg(wc)["video_input"],
         params_file=PARAMS_FILE,
     shell:
@@ -54,7 +54,7 @@ rule train_fusion_teacher:
         runtime=120,
     params:
         cfg=config["train_fusion_teacher"],
-        run=config["run"],
+        run=RUN,
         params_file=PARAMS_FILE,
     shell:
         "MTPKDOT_RULE=train_fusion_teacher OMP_NUM_THREADS={threads} python -m pipeline_steps.train_fusion_teacher"
@@ -87,7 +87,7 @@ rule align_teacher_pool:
         runtime=120,
     params:
         cfg=config["align_teacher_pool"],
-        run=config["run"],
+        run=RUN,
         fusion=config["train_fusion_teacher"],
         teachers=config["train_modality_teacher"],
         video_input=lambda wc: dataset_cfg(wc)["video_input"],
@@ -117,7 +117,7 @@ rule evaluate_teachers:
         mem_mb=4000,
         runtime=30,
     params:
-        run=config["run"],
+        run=RUN,
         params_file=PARAMS_FILE,
     shell:
         "MTPKDOT_RULE=evaluate_teachers OMP_NUM_THREADS={threads} python -m pipeline_steps.evaluate_teachers"
