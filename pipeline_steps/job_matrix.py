@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from pipeline_steps.config import dataset_params, load_params
+from pipeline_steps.config import dataset_params, demo_settings, load_params
 from pipeline_steps.dataset_inputs import dvc_paths
 from pipeline_steps.layout import layout_for
 
@@ -91,7 +91,7 @@ def n_folds(params: dict[str, Any], dataset: str) -> int:
     if not cfg["loso"] or ds["layout"] != "biovid":
         return int(cfg["n_folds"])
     if ds["demo"]:
-        return int(params["make_demo_data"]["n_subjects"])
+        return int(demo_settings(params, dataset)["n_subjects"])
     return count_subjects(ds, cfg["on_bad_sample"])
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline_steps.config import validate_params
+from pipeline_steps.config import demo_settings, validate_params
 from pipeline_steps.dataset_inputs import snakemake_inputs
 from pipeline_steps.job_matrix import folds
 from pipeline_steps.layout import Layout
