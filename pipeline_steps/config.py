@@ -62,17 +62,31 @@ def load_schema() -> dict[str, Any]:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
+def _error_lines(errors: list, prefix: tuple = ()) -> list[str]:  # noqa: ANN001
+    lines = []
+    for err in sorted(errors, key=lambda e: list(e.path)):
+        key = ".".join(str(p) for p in (*prefix, *err.absolute_path)) or "<top level>"
+        allowed = err.schema.get("enum") if isinstance(err.schema, dict) else None
+        hint = f" (allowed: {', '.join(map(str, allowed))})" if allowed else ""
+        lines.append(f"  {key}: {err.message}{hint}")
+    return lines
+
+
 def validate_params(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
-    """Validate ``params`` (a copy gets the schema defaults filled in) and return it."""
+    """Validate ``params`` (a copy gets the schema defaults filled in) and return it.
+
+    A dataset's ``demo_settings`` are checked as what they are: ``make_demo_data`` keys.
+    """
     params = copy.deepcopy(params) if params is not None else {}
-    errors = sorted(_validator()(load_schema()).iter_errors(params), key=lambda e: list(e.path))
-    if errors:
-        lines = []
-        for err in errors:
-            key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
-            allowed = err.schema.get("enum") if isinstance(err.schema, dict) else None
-            hint = f" (allowed: {', '.join(map(str, allowed))})" if allowed else ""
-            lines.append(f"  {key}: {err.message}{hint}")
+    schema = load_schema()
+    lines = _error_lines(list(_validator()(schema).iter_errors(params)))
+    if not lines:
+        demo_schema = schema["properties"]["make_demo_data"]
+        for name, ds in params["datasets"].items():
+            merged = {**params["make_demo_data"], **ds.get("demo_settings", {})}
+            found = list(_validator()(demo_schema).iter_errors(merged))
+            lines += _error_lines(found, ("datasets", name, "demo_settings"))
+    if lines:
         raise ParamsError(f"{source}: invalid parameters:\n" + "\n".join(lines))
     return params
 
@@ -126,6 +140,12 @@ def dataset_params(params: dict[str, Any], dataset: str) -> dict[str, Any]:
     if dataset not in known:
         raise ParamsError(f"dataset '{dataset}' is not in params datasets ({', '.join(known)})")
     return known[dataset]
+
+
+def demo_settings(params: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """The ``make_demo_data`` section as one demo dataset sees it: the section, with that
+    dataset's ``demo_settings`` on top (e.g. one dataset per demo scenario in one run)."""
+    return {**params["make_demo_data"], **dataset_params(params, dataset).get("demo_settings", {})}
 
 
 def step_parser(description: str) -> argparse.ArgumentParser:

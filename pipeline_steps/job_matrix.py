@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from pipeline_steps.config import dataset_params, load_params, student_seeds
+from pipeline_steps.config import dataset_params, demo_settings, load_params, student_seeds
 from pipeline_steps.dataset_inputs import dvc_paths
 from pipeline_steps.layout import Layout, layout_for
 
@@ -93,7 +93,7 @@ def n_folds(params: dict[str, Any], dataset: str) -> int:
     if not cfg["loso"] or ds["layout"] != "biovid":
         return int(cfg["n_folds"])
     if ds["demo"]:
-        return int(params["make_demo_data"]["n_subjects"])
+        return int(demo_settings(params, dataset)["n_subjects"])
     return count_subjects(ds, cfg["on_bad_sample"])
 
 

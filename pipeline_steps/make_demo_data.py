@@ -56,7 +56,13 @@ import numpy as np
 from skimage import data as skdata
 
 from pipeline_steps.atomic import atomic_path, write_json
-from pipeline_steps.config import ParamsError, dataset_params, load_params, step_parser
+from pipeline_steps.config import (
+    ParamsError,
+    dataset_params,
+    demo_settings,
+    load_params,
+    step_parser,
+)
 
 MARKER = ".mtpkdot_demo.json"
 BIOVID_CLASSES = {"BL1": 0, "PA4": 4}
@@ -621,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
             f"datasets.{args.dataset}.layout is '{layout}': no demo generator for it "
             f"(available: {', '.join(GENERATORS)})"
         )
-    GENERATORS[layout](Path(dataset["root"]), params["make_demo_data"])
+    GENERATORS[layout](Path(dataset["root"]), demo_settings(params, args.dataset))
     if args.manifest:
         write_json(
             args.manifest,

@@ -5,7 +5,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline_steps.config import REPO_ROOT, ParamsError, load_params, validate_params
+from pipeline_steps.config import (
+    REPO_ROOT,
+    ParamsError,
+    demo_settings,
+    load_params,
+    validate_params,
+)
 
 
 def repo_params() -> dict:
@@ -59,3 +65,27 @@ def test_cross_fit_of_one_part_is_refused():
         validate_params(params)
     params["align_teacher_pool"]["cross_fit"] = 0
     assert validate_params(params)["train_student"]["student"] == "finetune"
+
+
+def test_demo_settings_override_make_demo_data_for_one_dataset():
+    params = repo_params()
+    params["datasets"]["biovid_label"] = {
+        **params["datasets"]["biovid"],
+        "root": "data/x",
+        "demo_settings": {"scenario": "label", "n_subjects": 4},
+    }
+    params = validate_params(params)
+    assert demo_settings(params, "biovid")["scenario"] == "latent"
+    label = demo_settings(params, "biovid_label")
+    assert (label["scenario"], label["n_subjects"]) == ("label", 4)
+    assert label["seed"] == params["make_demo_data"]["seed"]
+
+
+def test_bad_demo_settings_name_the_dataset_and_key():
+    params = repo_params()
+    params["datasets"]["biovid"]["demo_settings"] = {"scenario": "both", "colour": 1}
+    with pytest.raises(ParamsError) as err:
+        validate_params(params)
+    assert "datasets.biovid.demo_settings.scenario" in str(err.value)
+    assert "latent, label" in str(err.value)
+    assert "colour" in str(err.value)

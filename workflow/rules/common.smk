@@ -5,7 +5,12 @@ from pathlib import Path
 
 import yaml
 
-from pipeline_steps.config import shared_run_params, student_seeds, validate_params
+from pipeline_steps.config import (
+    demo_settings,
+    shared_run_params,
+    student_seeds,
+    validate_params,
+)
 from pipeline_steps.dataset_inputs import snakemake_inputs
 from pipeline_steps.job_matrix import folds
 from pipeline_steps.layout import Layout

@@ -15,7 +15,7 @@ rule make_demo_data:
         mem_mb=2000,
         runtime=30,
     params:
-        cfg=config["make_demo_data"],
+        cfg=lambda wc: demo_settings(config, wc.dataset),
         ds=lambda wc: config["datasets"][wc.dataset],
         params_file=PARAMS_FILE,
     shell:
