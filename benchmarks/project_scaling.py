@@ -241,8 +241,9 @@ def gib(n: float) -> str:
 
 def tables(units: dict[str, Any], args: argparse.Namespace) -> str:
     lines = [
-        "| corpus | stage | jobs | core-h per job | core-h total | GPU-h total (assumed) |",
-        "|---|---|---:|---:|---:|---:|",
+        "| corpus | stage | jobs | core-h per job | core-h total | GPU-h per job (assumed) "
+        "| GPU-h total (assumed) |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     walls = ["| corpus | " + " | ".join(f"N = {n}" for n in args.nodes) + " |"]
     walls.append("|---|" + "---:|" * len(args.nodes))
@@ -255,12 +256,13 @@ def tables(units: dict[str, Any], args: argparse.Namespace) -> str:
             core = jobs * core_s * args.seeds if stage not in FEATURE_STAGES else jobs * core_s
             gpu = jobs * proj.gpu_s(stage, core_s) * args.seeds if on_gpu else 0.0
             total_core, total_gpu = total_core + core, total_gpu + gpu
+            per_gpu = hours(proj.gpu_s(stage, core_s)) if on_gpu else "-"
             lines.append(
                 f"| {corpus.name} | {stage} | {jobs} | {hours(core_s)} | {hours(core)} | "
-                f"{hours(gpu) if on_gpu else '-'} |"
+                f"{per_gpu} | {hours(gpu) if on_gpu else '-'} |"
             )
         lines.append(
-            f"| **{corpus.name}** | **all** | | | **{hours(total_core)}** | "
+            f"| **{corpus.name}** | **all** | | | **{hours(total_core)}** | | "
             f"**{hours(total_gpu)}** |"
         )
         walls.append(
