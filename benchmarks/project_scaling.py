@@ -24,6 +24,7 @@ from pipeline_steps.config import REPO_ROOT, load_params
 from pipeline_steps.job_matrix import job_matrix
 
 FEATURE_STAGES = ("crop_faces", "extract_physio", "extract_audio")
+TEACHER = "train_modality_teacher"  # one row per modality: "train_modality_teacher:<m>"
 R3D_FACTOR_KEY = "teacher_video_r3d_18"
 
 
@@ -143,13 +144,14 @@ class Projection:
             out["extract_physio"] = (self.jobs["extract_physio"], h + per, False)
         if "extract_audio" in self.jobs:
             out["extract_audio"] = (1, h + self.c.clips / self.m["audio_logmel"], False)
-        teacher = sum(self.teacher_epochs(m) for m in self.modalities) / len(self.modalities)
         e = {s: p[s]["epochs"] for s in ("train_modality_teacher", "train_fusion_teacher")}
-        out["train_modality_teacher"] = (
-            self.jobs["train_modality_teacher"],
-            h + e["train_modality_teacher"] * teacher,
-            True,
-        )
+        per_modality = self.jobs["train_modality_teacher"] // len(self.modalities)
+        for m in self.modalities:
+            out[f"{TEACHER}:{m}"] = (
+                per_modality,
+                h + e["train_modality_teacher"] * self.teacher_epochs(m),
+                True,
+            )
         out["train_fusion_teacher"] = (
             self.jobs["train_fusion_teacher"],
             h + e["train_fusion_teacher"] * self.epoch(f"fusion_{d}"),
@@ -174,10 +176,12 @@ class Projection:
         return out
 
     def speedup(self, stage: str) -> float:
-        if self.c.backbone != "small" and stage in ("train_student", "evaluate"):
+        """The assumed GPU speed-up of a stage: r3d_18's where the r3d_18 video encoder is
+        most of the work (video teacher, align with its cross-fitted video teachers, student,
+        evaluate), else the small models'."""
+        r3d = (f"{TEACHER}:video", "align_teacher_pool", "train_student", "evaluate")
+        if self.c.backbone != "small" and stage in r3d:
             return self.args.gpu_speedup_r3d
-        if self.c.backbone != "small" and stage in ("train_modality_teacher", "align_teacher_pool"):
-            return self.args.gpu_speedup_r3d  # dominated by the video teacher
         return self.args.gpu_speedup_small
 
     def gpu_s(self, stage: str, core_s: float) -> float:
@@ -193,12 +197,10 @@ class Projection:
         w_feat = max(max(s for _, s, _ in feat), feat_work / (nodes * a.cores_per_node))
         seeds = a.seeds
         gpu = {s: self.gpu_s(s, cs) for s, (_, cs, g) in stages.items() if g}
-        # one fold's chain: its longest teacher (video), then fusion, pool, a student, evaluate
-        longest = self.args.startup_s + self.params["train_modality_teacher"]["epochs"] * max(
-            self.teacher_epochs(m) for m in self.modalities
-        )
-        gpu_path = {**gpu, "train_modality_teacher": self.gpu_s("train_modality_teacher", longest)}
-        path = sum(gpu_path.values()) + stages["evaluate_teachers"][1]
+        # one fold's chain: its longest teacher, then fusion, pool, a student, an evaluate
+        teachers = [t for s, t in gpu.items() if s.startswith(TEACHER)]
+        others = [t for s, t in gpu.items() if not s.startswith(TEACHER)]
+        path = max(teachers) + sum(others) + stages["evaluate_teachers"][1]
         work = sum(stages[s][0] * t for s, t in gpu.items()) * seeds
         w_train = max(path, work / (nodes * a.gpus_per_node))
         return w_feat + w_train + stages["report"][1]

@@ -117,7 +117,7 @@ def test_bench_units_tiny(tmp_path) -> None:
     # the scaling sheet's projection reads it: job counts of the real DAG, finite numbers
     sheet = _module("project_scaling").main([str(out)])
     assert "| BioVid A, BL1 vs PA4, 4 folds | train_student | 16 |" in sheet
-    assert "| BioVid A, BL1 vs PA4, LOSO | train_modality_teacher | 348 |" in sheet
+    assert "| BioVid A, BL1 vs PA4, LOSO | train_modality_teacher:video | 87 |" in sheet
     assert "| Aff-Wild2, 4 folds | extract_audio | 1 |" in sheet
     assert "nan" not in sheet and "inf" not in sheet
 
