@@ -131,6 +131,17 @@ def _module(name: str):  # noqa: ANN202
         sys.path.pop(0)
 
 
+def test_scaling_doc_tables_come_from_its_measurement() -> None:
+    """docs/scaling.md's projection tables are project_scaling's output on the measurement
+    committed beside it (rerun both after re-measuring)."""
+    sheet = _module("project_scaling").main([str(REPO_ROOT / "docs" / "scaling_units.json")])
+    doc = (REPO_ROOT / "docs" / "scaling.md").read_text()
+    tables = [t for t in sheet.split("\n\n") if t.startswith("|")]
+    assert len(tables) == 3
+    for table in tables:
+        assert table in doc, table[:200]
+
+
 def test_projection_formulas() -> None:
     """project_scaling's per-job costs from made-up unit costs: features = clips / rate,
     a training job = start-up + epochs x (core-s per epoch per 1000 clips) x training clips /
