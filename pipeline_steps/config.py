@@ -142,6 +142,18 @@ def dataset_params(params: dict[str, Any], dataset: str) -> dict[str, Any]:
     return known[dataset]
 
 
+def merge_config(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overlay`` on top, as Snakemake merges ``--configfile``: mappings merge
+    key by key, any other value (lists included) replaces the base's."""
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_config(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
 def demo_settings(params: dict[str, Any], dataset: str) -> dict[str, Any]:
     """The ``make_demo_data`` section as one demo dataset sees it: the section, with that
     dataset's ``demo_settings`` on top (e.g. one dataset per demo scenario in one run)."""

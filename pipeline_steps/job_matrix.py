@@ -41,7 +41,15 @@ from typing import Any
 
 import yaml
 
-from pipeline_steps.config import dataset_params, demo_settings, load_params, student_seeds
+from pipeline_steps.atomic import write_text
+from pipeline_steps.config import (
+    dataset_params,
+    demo_settings,
+    load_params,
+    merge_config,
+    student_seeds,
+    validate_params,
+)
 from pipeline_steps.dataset_inputs import dvc_paths
 from pipeline_steps.layout import Layout, layout_for
 
@@ -259,13 +267,36 @@ def write(params: dict[str, Any], root: Path = Path()) -> list[str]:
     return changed
 
 
+def apply_config(params_file: Path, config_file: Path) -> None:
+    """Rewrite ``params_file`` as itself with ``config_file`` merged on top (validated first)."""
+    base = yaml.safe_load(params_file.read_text()) or {}
+    overlay = yaml.safe_load(config_file.read_text()) or {}
+    merged = merge_config(base, overlay)
+    validate_params(merged, source=f"{params_file} + {config_file}")
+    header = (
+        f"# {params_file} with {config_file} merged on top by `python -m pipeline_steps.job_matrix"
+        f" --apply {config_file}`.\n# `git checkout {params_file}` restores the original.\n"
+    )
+    write_text(params_file, header + yaml.safe_dump(merged, sort_keys=False))
+    print(f"[job_matrix] {params_file}: {config_file} applied")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="params.yaml", help="parameter file (params.yaml)")
     parser.add_argument(
         "--check", action="store_true", help="only report stale files (exit status 1 if any)"
     )
+    parser.add_argument(
+        "--apply",
+        metavar="CONFIG",
+        help="first merge CONFIG (e.g. workflow/evidence.yaml) into the params file, as "
+        "`snakemake --configfile CONFIG` does, so that `dvc repro` runs the same configuration "
+        "(the file's comments are not kept: `git checkout params.yaml` restores it)",
+    )
     args = parser.parse_args(argv)
+    if args.apply:
+        apply_config(Path(args.params), Path(args.apply))
     params = load_params(args.params)
     if args.check:
         stale = stale_files(params)

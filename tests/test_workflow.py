@@ -1,5 +1,6 @@
 """Orchestration checks: Snakemake lint/format, SLURM profile dry run, and dvc.yaml == DAG."""
 
+import copy
 import os
 import re
 import shlex
@@ -208,3 +209,33 @@ def test_snakemake_dag_has_one_fold_per_subject_with_loso(tmp_path):
     assert int(counts["evaluate"]) == n * len(
         load_params(REPO_ROOT / "params.yaml")["train_student"]["methods"]
     )
+
+
+def test_merge_config_is_snakemakes_configfile_merge():
+    from snakemake.utils import update_config
+
+    from pipeline_steps.config import merge_config
+
+    base = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    overlay = yaml.safe_load((REPO_ROOT / "workflow" / "evidence.yaml").read_text())
+    expected = copy.deepcopy(base)
+    update_config(expected, overlay)
+    assert merge_config(base, overlay) == expected
+    assert base == yaml.safe_load((REPO_ROOT / "params.yaml").read_text())  # not modified
+
+
+def test_apply_config_gives_dvc_the_evidence_jobs(tmp_path, monkeypatch):
+    for name in ("params.yaml", "dvc.yaml", "workflow/dvc_matrix.yaml", "workflow/evidence.yaml"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    job_matrix.main(["--apply", "workflow/evidence.yaml"])
+    params = load_params(tmp_path / "params.yaml")
+    assert params["run"]["datasets"] == ["biovid_latent", "biovid_label"]
+    assert params["datasets"]["biovid"]["root"] == "data/biovid_demo"  # the rest is kept
+    jobs = yaml.safe_load((tmp_path / "workflow" / "dvc_matrix.yaml").read_text())["jobs"]
+    assert "train_student@biovid_label-3-mtpkdot-s2" in {
+        f"train_student@{k}" for k in jobs["train_student"]
+    }
+    assert "${run.results_dir}/biovid_label/fold3/eval/seed2" in (tmp_path / "dvc.yaml").read_text()
+    assert job_matrix.stale_files(params, tmp_path) == []
