@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -70,11 +71,10 @@ def _digests(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    roots = []
-    for name in ("first", "second"):
-        root = write_project(tmp_path_factory.mktemp(name) / "project", _params())
-        _run_stages(root)
-        roots.append(root)
+    """The stages in two fresh directories, at the same time (each job is single-threaded)."""
+    roots = [write_project(tmp_path_factory.mktemp(n) / "project", _params()) for n in ("a", "b")]
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(_run_stages, roots))
     return roots[0], roots[1]
 
 
