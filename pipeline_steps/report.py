@@ -663,7 +663,7 @@ def main(argv: list[str] | None = None) -> None:
 def _log_to_parent(
     params: dict, dataset: str, layout: Layout, table: pd.DataFrame, paired: dict[str, float]
 ) -> None:
-    from pipeline_steps.tracking import StageRun, client, parent_run_id
+    from pipeline_steps.tracking import StageRun, client, close_parent_run, parent_run_id
 
     run = StageRun(client(), parent_run_id(params, dataset, layout))
     means = {
@@ -677,6 +677,7 @@ def _log_to_parent(
         run.log_artifact(path)
     for path in sorted(layout.figures_dir.glob("*.png")):
         run.log_artifact(path, "figures")
+    close_parent_run(layout, "FINISHED")  # the dataset's last stage (DVC has no onsuccess)
 
 
 if __name__ == "__main__":

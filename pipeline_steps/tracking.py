@@ -180,14 +180,34 @@ def parent_run_id(params: dict, dataset: str, layout: Layout) -> str:
             if layout.parent_run.exists():
                 run_id = json.loads(layout.parent_run.read_text())["run_id"]
                 try:
-                    retry(lambda: client().get_run(run_id))
-                    return run_id
+                    if retry(lambda: client().get_run(run_id)).info.status == "RUNNING":
+                        return run_id  # an ended pipeline run is not continued: a new one
                 except Exception as err:  # noqa: BLE001 - stale id (other store): make a new one
                     if _is_lock_error(err):
                         raise
             return open_parent_run(params, dataset, layout)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def close_parent_run(layout: Layout, status: str = "FINISHED") -> str | None:
+    """End the recorded parent run (``FINISHED`` or ``FAILED``, with its end time) if it is
+    still running; returns its id, or None when there is none (nothing ran, or another store)."""
+    if status not in ("FINISHED", "FAILED", "KILLED"):
+        raise ValueError(f"parent run status {status!r}: FINISHED, FAILED or KILLED")
+    if not layout.parent_run.exists():
+        return None
+    run_id = json.loads(layout.parent_run.read_text())["run_id"]
+    mc = client()
+    try:
+        run = retry(lambda: mc.get_run(run_id))
+    except Exception as err:  # noqa: BLE001 - stale id (other store): nothing to close
+        if _is_lock_error(err):
+            raise
+        return None
+    if run.info.status == "RUNNING":
+        retry(lambda: mc.set_terminated(run_id, status))
+    return run_id
 
 
 class StageRun:

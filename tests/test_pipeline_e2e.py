@@ -77,6 +77,7 @@ def test_mlflow_has_parent_and_child_runs(demo_run: Path):
     assert len(history) >= 1 and all(math.isfinite(m.value) for m in history)
     parent = client.get_run(parent_id)
     assert "mtpkdot.accuracy_mean" in parent.data.metrics
+    assert parent.info.status == "FINISHED" and parent.info.end_time  # ended, not left RUNNING
 
 
 def test_rerun_is_a_no_op(demo_run: Path):

@@ -120,3 +120,35 @@ def test_relative_sqlite_uri_follows_the_working_directory(tmp_path, monkeypatch
     assert tracking.resolved_tracking_uri() == f"sqlite:///{tmp_path / 'b/x/m.db'}?timeout=60"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000")
     assert tracking.resolved_tracking_uri() == "http://tracking:5000"
+
+
+def test_parent_run_ends_and_a_new_pipeline_run_gets_a_new_parent(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from pipeline_steps import close_run
+    from pipeline_steps.layout import Layout
+    from pipeline_steps.tracking import close_parent_run, parent_run_id
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    params = {"run": {"seed": 0, "experiment_prefix": "mtpkdot"}}
+    layout = Layout("results", "biovid")
+    assert close_parent_run(layout) is None  # nothing ran yet: nothing to end
+    first = parent_run_id(params, "biovid", layout)
+    assert parent_run_id(params, "biovid", layout) == first  # jobs of one run share it
+    assert close_parent_run(layout, "FAILED") == first
+    mc = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    run = mc.get_run(first)
+    assert run.info.status == "FAILED" and run.info.end_time
+    close_parent_run(layout, "FINISHED")  # an ended run keeps its status
+    assert mc.get_run(first).info.status == "FAILED"
+    second = parent_run_id(params, "biovid", layout)
+    assert second != first
+    with pytest.raises(ValueError, match="status"):
+        close_parent_run(layout, "DONE")
+
+    (tmp_path / "params.yaml").write_text(
+        "run: {results_dir: results}\ndatasets: {biovid: {layout: biovid, root: x}}\n"
+    )
+    close_run.main(["--params", "params.yaml", "--dataset", "biovid"])
+    assert mc.get_run(second).info.status == "FINISHED"

@@ -183,8 +183,27 @@ def get_final_outputs(wildcards):
     return reports + teachers
 
 
+# One MLflow parent run per dataset and Snakemake run: opened before the jobs fan out (not by
+# --touch, which runs nothing), ended FINISHED or FAILED when the run ends.
 onstart:
+    if not workflow.touch:
+        for d in config["run"]["datasets"]:
+            shell(
+                f"python -m pipeline_steps.open_run --params {PARAMS_FILE} --dataset {d}"
+            )
+
+
+def close_runs(status):
     for d in config["run"]["datasets"]:
         shell(
-            f"python -m pipeline_steps.open_run --params {PARAMS_FILE} --dataset {d}"
+            f"python -m pipeline_steps.close_run --params {PARAMS_FILE} --dataset {d}"
+            f" --status {status} || true"
         )
+
+
+onsuccess:
+    close_runs("FINISHED")
+
+
+onerror:
+    close_runs("FAILED")
