@@ -170,21 +170,31 @@ def open_parent_run(params: dict, dataset: str, layout: Layout) -> str:
     return run.info.run_id
 
 
+def _recorded_parent(layout: Layout):  # noqa: ANN202 - mlflow Run, imported lazily
+    """The parent run recorded in ``layout.parent_run``, or None when there is none or its id
+    is stale (another store)."""
+    if not layout.parent_run.exists():
+        return None
+    run_id = json.loads(layout.parent_run.read_text())["run_id"]
+    try:
+        return retry(lambda: client().get_run(run_id))
+    except Exception as err:  # noqa: BLE001 - stale id: treated as no parent
+        if _is_lock_error(err):
+            raise
+        return None
+
+
 def parent_run_id(params: dict, dataset: str, layout: Layout) -> str:
-    """The current parent run, created under a file lock if no job made one yet."""
+    """The current parent run, created under a file lock if no job made one yet; an ended
+    pipeline run is not continued (a new parent is opened)."""
     layout.root.mkdir(parents=True, exist_ok=True)
     lock_path = layout.root / ".mlflow_parent.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if layout.parent_run.exists():
-                run_id = json.loads(layout.parent_run.read_text())["run_id"]
-                try:
-                    if retry(lambda: client().get_run(run_id)).info.status == "RUNNING":
-                        return run_id  # an ended pipeline run is not continued: a new one
-                except Exception as err:  # noqa: BLE001 - stale id (other store): make a new one
-                    if _is_lock_error(err):
-                        raise
+            run = _recorded_parent(layout)
+            if run is not None and run.info.status == "RUNNING":
+                return run.info.run_id
             return open_parent_run(params, dataset, layout)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
@@ -195,19 +205,12 @@ def close_parent_run(layout: Layout, status: str = "FINISHED") -> str | None:
     still running; returns its id, or None when there is none (nothing ran, or another store)."""
     if status not in ("FINISHED", "FAILED", "KILLED"):
         raise ValueError(f"parent run status {status!r}: FINISHED, FAILED or KILLED")
-    if not layout.parent_run.exists():
-        return None
-    run_id = json.loads(layout.parent_run.read_text())["run_id"]
-    mc = client()
-    try:
-        run = retry(lambda: mc.get_run(run_id))
-    except Exception as err:  # noqa: BLE001 - stale id (other store): nothing to close
-        if _is_lock_error(err):
-            raise
+    run = _recorded_parent(layout)
+    if run is None:
         return None
     if run.info.status == "RUNNING":
-        retry(lambda: mc.set_terminated(run_id, status))
-    return run_id
+        retry(lambda: client().set_terminated(run.info.run_id, status))
+    return run.info.run_id
 
 
 class StageRun:
